@@ -59,7 +59,10 @@ class TensorFile(Mapping[str, torch.Tensor]):
     def _open_pickle(self) -> None:
         try:
             data = torch.load(
-                self.path, map_location="cpu", pickle_module=safe_pickle, weights_only=False,
+                self.path,
+                map_location="cpu",
+                pickle_module=safe_pickle,
+                weights_only=False,
                 mmap=zipfile.is_zipfile(self.path),
             )
         except UnsafeFileError as e:
@@ -126,7 +129,9 @@ def _check_safetensors_size(path: Path) -> None:
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) < 8:
-            raise ModelError(f"{path} is too short to be a .safetensors file ({size} bytes). Download it again.")
+            raise ModelError(
+                f"{path} is too short to be a .safetensors file ({size} bytes). Download it again."
+            )
         (header_len,) = struct.unpack("<Q", raw)
         if header_len > 100_000_000 or 8 + header_len > size:
             raise ModelError(

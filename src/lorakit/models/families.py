@@ -33,7 +33,11 @@ class Family:
 SD1 = Family("sd1", "SD 1.x", ("cond_stage_model.transformer.",), (False,), 512)
 SD2 = Family("sd2", "SD 2.x", ("cond_stage_model.model.",), (True,), 512)
 SDXL = Family(
-    "sdxl", "SDXL", ("conditioner.embedders.0.transformer.", "conditioner.embedders.1.model."), (False, True), 1024
+    "sdxl",
+    "SDXL",
+    ("conditioner.embedders.0.transformer.", "conditioner.embedders.1.model."),
+    (False, True),
+    1024,
 )
 FAMILIES = {f.name: f for f in (SD1, SD2, SDXL)}
 
@@ -57,13 +61,17 @@ def detect(keys, source: str) -> Family:
     sample = ", ".join(keys[:3])
     if not keys:
         raise ModelError(f"{source} contains no tensors; it is not a model.")
-    if any(k.startswith(("lora_unet_", "lora_te")) or any(m in k for m in _LORA_MARKERS) for k in keys[:2000]):
+    if any(
+        k.startswith(("lora_unet_", "lora_te")) or any(m in k for m in _LORA_MARKERS) for k in keys[:2000]
+    ):
         raise ModelError(
             f"{source} is a LoRA (add-on network) file, not a base model. Pass a full checkpoint as the "
             "model, and this file where a LoRA is expected."
         )
     if _has(keys, "model.diffusion_model.joint_blocks.") or _has(keys, "joint_blocks."):
-        raise ModelError(f"{source} is a Stable Diffusion 3 model, which lorakit does not support (SD1.x, SD2.x, SDXL).")
+        raise ModelError(
+            f"{source} is a Stable Diffusion 3 model, which lorakit does not support (SD1.x, SD2.x, SDXL)."
+        )
     if any(".double_blocks." in k or k.startswith("double_blocks.") for k in keys):
         raise ModelError(f"{source} is a Flux model, which lorakit does not support (SD1.x, SD2.x, SDXL).")
     if "edm_mean" in keys or "edm_vpred.sigma_max" in keys:
@@ -74,7 +82,11 @@ def detect(keys, source: str) -> Family:
         raise ModelError(
             f"{source} is an SDXL refiner. LoRAs are trained on the SDXL base model; use the base checkpoint."
         )
-    if has_unet and _has(keys, "conditioner.embedders.1.model.") and _has(keys, "conditioner.embedders.0.transformer."):
+    if (
+        has_unet
+        and _has(keys, "conditioner.embedders.1.model.")
+        and _has(keys, "conditioner.embedders.0.transformer.")
+    ):
         family = SDXL
     elif has_unet and _has(keys, "cond_stage_model.model."):
         family = SD2
@@ -91,7 +103,9 @@ def detect(keys, source: str) -> Family:
             "(the one holding model_index.json) instead of a single component file."
         )
     elif _has(keys, "encoder.down.") and _has(keys, "decoder.up."):
-        raise ModelError(f"{source} is a VAE file, not a full model. Pass it with --vae next to a checkpoint.")
+        raise ModelError(
+            f"{source} is a VAE file, not a full model. Pass it with --vae next to a checkpoint."
+        )
     else:
         raise ModelError(
             f"{source}: unknown model architecture (first keys: {sample}). lorakit reads SD1.x, SD2.x "
@@ -103,7 +117,12 @@ def detect(keys, source: str) -> Family:
 def check_unet_input(in_channels: int, source: str) -> None:
     if in_channels == 4:
         return
-    kinds = {9: "an inpainting model", 8: "an InstructPix2Pix model", 5: "a depth-to-image model", 7: "an upscaler"}
+    kinds = {
+        9: "an inpainting model",
+        8: "an InstructPix2Pix model",
+        5: "a depth-to-image model",
+        7: "an upscaler",
+    }
     kind = kinds.get(in_channels, f"a model whose U-Net takes {in_channels} input channels")
     raise ModelError(
         f"{source} is {kind}. lorakit trains LoRAs on plain text-to-image models (4 latent channels); "

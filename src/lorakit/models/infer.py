@@ -123,4 +123,3 @@ def open_clip_config(base: dict[str, Any], keys: list[str], shape: Shape, drop_l
     if "text_projection" in keys:
         config["projection_dim"] = shape("text_projection")[1]
     return config
-

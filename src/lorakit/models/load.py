@@ -216,7 +216,9 @@ def load_vae(path: str | Path, family: Family, dtype: torch.dtype | None = None)
         levels = infer._indices(view.keys, r"encoder\.down_blocks\.(\d+)\.")
         config = family.config("vae")
         config.update(
-            block_out_channels=[view.shape(f"encoder.down_blocks.{i}.resnets.0.conv1.weight")[0] for i in levels],
+            block_out_channels=[
+                view.shape(f"encoder.down_blocks.{i}.resnets.0.conv1.weight")[0] for i in levels
+            ],
             down_block_types=["DownEncoderBlock2D"] * len(levels),
             up_block_types=["UpDecoderBlock2D"] * len(levels),
             latent_channels=view.shape("post_quant_conv.weight")[0],
@@ -255,13 +257,18 @@ def _load_diffusers(folder: Path, dtype: torch.dtype | None) -> StableDiffusionM
     encoders = [CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", **kwargs)]
     if unet.config.addition_embed_type == "text_time":
         family = SDXL
-        encoders.append(CLIPTextModelWithProjection.from_pretrained(folder, subfolder="text_encoder_2", **kwargs))
+        encoders.append(
+            CLIPTextModelWithProjection.from_pretrained(folder, subfolder="text_encoder_2", **kwargs)
+        )
     else:
         family = SD2 if encoders[0].config.hidden_act == "gelu" else SD1
     vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **kwargs)
     for m in [unet, vae, *encoders]:
         m.eval().requires_grad_(False)
-    tokenizers = [_folder_tokenizer(folder, name, oc) for name, oc in zip(("tokenizer", "tokenizer_2"), family.open_clip)]
+    tokenizers = [
+        _folder_tokenizer(folder, name, oc)
+        for name, oc in zip(("tokenizer", "tokenizer_2"), family.open_clip)
+    ]
     prediction, told = "epsilon", False
     scheduler_file = folder / "scheduler" / "scheduler_config.json"
     if scheduler_file.exists():

@@ -69,4 +69,8 @@ class StableDiffusionModel:
             return "stable-diffusion-xl-v1-base"
         if self.family.name == "sd1":
             return "stable-diffusion-v1"
-        return "stable-diffusion-v2-768-v" if self.prediction_type == "v_prediction" else "stable-diffusion-v2-512"
+        return (
+            "stable-diffusion-v2-768-v"
+            if self.prediction_type == "v_prediction"
+            else "stable-diffusion-v2-512"
+        )

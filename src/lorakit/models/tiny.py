@@ -88,7 +88,11 @@ def random_model(
         if dtype != torch.float32:
             module.to(dtype)
         module.eval().requires_grad_(False)
-    resolution = TINY_RESOLUTION if size == "tiny" else (768 if fam == SD2 and prediction_type == "v_prediction" else fam.resolution)
+    resolution = (
+        TINY_RESOLUTION
+        if size == "tiny"
+        else (768 if fam == SD2 and prediction_type == "v_prediction" else fam.resolution)
+    )
     return StableDiffusionModel(
         family=fam,
         unet=unet,

@@ -27,7 +27,11 @@ MAX_LENGTH = 77
 
 def _byte_symbols() -> list[str]:
     """The 256 printable stand-ins CLIP's byte-level BPE uses for raw bytes, in id order."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     symbols = {b: chr(b) for b in printable}
     extra = 0
     for b in range(256):
@@ -42,7 +46,9 @@ def _write_files(folder: Path) -> None:
     lines = gzip.decompress(data).decode("utf-8").split("\n")
     merges = lines[1 : 49152 - 256 - 2 + 1]  # the slice CLIP itself uses
     byte_symbols = _byte_symbols()
-    vocab = byte_symbols + [s + "</w>" for s in byte_symbols] + ["".join(m.split()) for m in merges] + [BOS, EOS]
+    vocab = (
+        byte_symbols + [s + "</w>" for s in byte_symbols] + ["".join(m.split()) for m in merges] + [BOS, EOS]
+    )
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}, ensure_ascii=False))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
     config = {

@@ -1,0 +1,33 @@
+"""`lorakit inspect FILE`: what a model file is, before you train on it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="Show what a model or LoRA file is: family, prediction type, sizes, hashes.",
+        description="Show what a checkpoint (or diffusers folder) is: its family (SD1.x, SD2.x, SDXL), "
+        "prediction type, stored precision, parameter counts per component and the hashes A1111 shows.",
+    )
+    p.add_argument("file", help="A .safetensors/.ckpt checkpoint or a diffusers folder.")
+    p.add_argument(
+        "--v_parameterization",
+        action="store_true",
+        default=None,
+        help="Treat the model as v-prediction (SD2 768-v models whose file does not say so).",
+    )
+    p.add_argument("--json", action="store_true", help="Print the report as JSON instead of text.")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..models.report import checkpoint_report, format_report
+
+    report = checkpoint_report(Path(args.file), v_parameterization=args.v_parameterization)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0

@@ -1,0 +1,54 @@
+"""The `lorakit` command: a thin face over the library. Each subcommand lives in its own module
+with `register(subparsers)`, which adds its parser and sets `run(args) -> int`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .. import __version__
+from ..errors import LorakitError
+
+# command -> module in this package; the order is the order `lorakit --help` lists them in.
+COMMANDS = {
+    "inspect": "inspect_cmd",
+    "convert": "convert_cmd",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lorakit",
+        description="Train LoRA and LyCORIS add-on models for Stable Diffusion (SD1.x, SD2.x, SDXL).",
+        epilog="Run 'lorakit COMMAND --help' to see what each option of a command does.",
+    )
+    parser.add_argument("--version", action="version", version=f"lorakit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for module in COMMANDS.values():
+        importlib.import_module(f".{module}", __package__).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for noisy in ("diffusers", "transformers", "accelerate"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 1
+    try:
+        return args.run(args) or 0
+    except LorakitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
