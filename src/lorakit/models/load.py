@@ -39,6 +39,8 @@ class PrefixView:
         return self.prefix + key in self.file
 
     def shape(self, key: str) -> tuple[int, ...]:
+        if key not in self:
+            raise _missing(str(self.file.path), self.prefix + key)
         return self.file.shape(self.prefix + key)
 
     def get(self, key: str) -> torch.Tensor:
@@ -153,10 +155,7 @@ def _fill(model: torch.nn.Module, view: PrefixView, key_map: KeyMap, dtype, sour
     state = {}
     for key, (original, op) in key_map.items():
         if original not in view:
-            raise ModelError(
-                f"{source} is incomplete: tensor '{view.prefix}{original}' is missing. The file may be "
-                "damaged or a partial/pruned export; use a complete checkpoint."
-            )
+            raise _missing(source, view.prefix + original)
         tensor = to_diffusers(view.get(original), op)
         if tuple(tensor.shape) != tuple(expected[key].shape):
             raise ModelError(
@@ -168,6 +167,13 @@ def _fill(model: torch.nn.Module, view: PrefixView, key_map: KeyMap, dtype, sour
     state = {k: v.to(target) if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     model.eval().requires_grad_(False)
+
+
+def _missing(source: str, key: str) -> ModelError:
+    return ModelError(
+        f"{source} is incomplete: tensor '{key}' is missing. The file may be damaged or a partial "
+        "export; use a complete checkpoint."
+    )
 
 
 def _common_dtype(state: Mapping[str, torch.Tensor]) -> torch.dtype:
@@ -221,6 +227,7 @@ def load_vae(path: str | Path, family: Family, dtype: torch.dtype | None = None)
             ],
             down_block_types=["DownEncoderBlock2D"] * len(levels),
             up_block_types=["UpDecoderBlock2D"] * len(levels),
+            layers_per_block=len(infer._indices(view.keys, r"encoder\.down_blocks\.0\.resnets\.(\d+)\.")),
             latent_channels=view.shape("post_quant_conv.weight")[0],
         )
         vae = _build(lambda: AutoencoderKL.from_config(config))
