@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from accelerate import init_empty_weights
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -73,11 +74,23 @@ def random_model(
     def config(name: str) -> dict:
         return {**fam.config(name), **overrides.get(name, {})}
 
-    unet = UNet2DConditionModel.from_config(config("unet"))
-    vae = AutoencoderKL.from_config(config("vae"))
-    encoders = [CLIPTextModel(CLIPTextConfig(**config("text_encoder")))]
+    def build(factory):
+        if size == "tiny":
+            return factory()
+        # full size: skip the slow initialisers; N(0, 0.02) weights made directly in `dtype`
+        with init_empty_weights(include_buffers=False):
+            module = factory()
+        state = {k: torch.randn(v.shape, dtype=dtype) * 0.02 for k, v in module.state_dict().items()}
+        module.load_state_dict(state, assign=True)
+        return module
+
+    unet = build(lambda: UNet2DConditionModel.from_config(config("unet")))
+    vae = build(lambda: AutoencoderKL.from_config(config("vae")))
+    encoders = [build(lambda: CLIPTextModel(CLIPTextConfig(**config("text_encoder"))))]
     if fam.is_xl:
-        encoders.append(CLIPTextModelWithProjection(CLIPTextConfig(**config("text_encoder_2"))))
+        encoders.append(
+            build(lambda: CLIPTextModelWithProjection(CLIPTextConfig(**config("text_encoder_2"))))
+        )
     modules = [unet, vae, *encoders]
     if size == "tiny":  # make every tensor distinct, so a swapped pair of weights shows in tests
         with torch.no_grad():
@@ -85,7 +98,7 @@ def random_model(
                 for p in module.parameters():
                     p.add_(torch.randn_like(p) * 0.02)
     for module in modules:
-        if dtype != torch.float32:
+        if size == "tiny" and dtype != torch.float32:
             module.to(dtype)
         module.eval().requires_grad_(False)
     resolution = (
