@@ -11,3 +11,7 @@ class ModelError(LorakitError):
 
 class UnsafeFileError(ModelError):
     """A pickle file that asks to run code while loading."""
+
+
+class ConfigError(LorakitError):
+    """A configuration value or key that is wrong, with the fix."""

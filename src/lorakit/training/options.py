@@ -1,0 +1,589 @@
+"""Every option of `lorakit train`, in one table.
+
+The table gives each option its sd-scripts name, type, default, section and a plain-words
+explanation. From it come the command-line flags, the checks of a TOML file (an unknown key is an
+error that suggests the nearest name), `--print-config` and the option list in `--help`. Options
+of sd-scripts that lorakit does not need are accepted and reported as ignored with the reason, so
+a user's existing sd-scripts or lora-scripts config runs unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    default: Any
+    kind: str  # "str" | "int" | "float" | "bool" | "list" (of str) | "number" (int, or float < 1 = ratio) | "floats"
+    section: str
+    help: str
+
+
+def _o(name, default, kind, section, help):
+    return Option(name, default, kind, section, help)
+
+
+M, D, N, OPT, T, S, V, L = (
+    "model",
+    "dataset",
+    "network",
+    "optimizer",
+    "training",
+    "sampling",
+    "saving",
+    "logging",
+)
+
+OPTIONS: list[Option] = [
+    # -- model
+    _o(
+        "pretrained_model_name_or_path",
+        None,
+        "str",
+        M,
+        "The base model: a .safetensors/.ckpt file or a diffusers folder.",
+    ),
+    _o(
+        "v2",
+        False,
+        "bool",
+        M,
+        "sd-scripts flag for SD2 models. lorakit detects SD2 from the file; kept for old configs.",
+    ),
+    _o("sdxl", False, "bool", M, "Expect an SDXL model (lorakit detects the family; this only checks it)."),
+    _o(
+        "v_parameterization",
+        False,
+        "bool",
+        M,
+        "The model predicts velocity (SD2 768-v and v-pred fine-tunes) and its file does not say.",
+    ),
+    _o("vae", None, "str", M, "Use this VAE file instead of the one inside the model."),
+    _o(
+        "clip_skip",
+        None,
+        "int",
+        M,
+        "Use the text encoder's output N layers from the end (2 is common for anime models). Empty = the model's default.",
+    ),
+    _o(
+        "max_token_length",
+        None,
+        "int",
+        M,
+        "Longest caption in tokens: 75 (default), 150 or 225. Longer captions are cut.",
+    ),
+    _o(
+        "no_half_vae",
+        False,
+        "bool",
+        M,
+        "Keep the VAE in fp32 even with fp16/bf16 training. Needed for the SDXL VAE in fp16 (it gives NaN).",
+    ),
+    # -- dataset
+    _o("train_data_dir", None, "str", D, "Folder that holds the image folders named N_name (N = repeats)."),
+    _o("reg_data_dir", None, "str", D, "Folder that holds regularization image folders named N_name."),
+    _o(
+        "dataset_config",
+        None,
+        "str",
+        D,
+        "A dataset TOML in sd-scripts format ([general], [[datasets]], [[datasets.subsets]]).",
+    ),
+    _o("in_json", None, "str", D, "Fine-tuning metadata JSON (captions per image) for train_data_dir."),
+    _o("dataset_repeats", 1, "int", D, "Repeats for images listed in in_json."),
+    _o(
+        "caption_extension",
+        ".caption",
+        "str",
+        D,
+        "File extension of caption files (sd-scripts default .caption; many datasets use .txt).",
+    ),
+    _o("caption_separator", ",", "str", D, "Character between tags in captions."),
+    _o("shuffle_caption", False, "bool", D, "Shuffle the tags of each caption every time it is used."),
+    _o(
+        "keep_tokens",
+        0,
+        "int",
+        D,
+        "Keep the first N tags in place when shuffling (put the trigger word first).",
+    ),
+    _o(
+        "keep_tokens_separator",
+        None,
+        "str",
+        D,
+        "Text before this separator (e.g. |||) is kept in place and never shuffled or dropped.",
+    ),
+    _o(
+        "secondary_separator",
+        None,
+        "str",
+        D,
+        "Tags joined by this separator (e.g. ;;;) are treated as one tag.",
+    ),
+    _o(
+        "enable_wildcard",
+        False,
+        "bool",
+        D,
+        "Expand {a|b} in captions to one of the choices, and use a random line of multi-line caption files.",
+    ),
+    _o("caption_prefix", None, "str", D, "Text added before every caption."),
+    _o("caption_suffix", None, "str", D, "Text added after every caption."),
+    _o(
+        "caption_dropout_rate",
+        0.0,
+        "float",
+        D,
+        "Chance that a caption is replaced by an empty one (teaches the model without text).",
+    ),
+    _o("caption_dropout_every_n_epochs", 0, "int", D, "Drop all captions every N epochs."),
+    _o("caption_tag_dropout_rate", 0.0, "float", D, "Chance that each tag is left out."),
+    _o("token_warmup_min", 1, "int", D, "Tags used at the start of token warm-up."),
+    _o(
+        "token_warmup_step",
+        0,
+        "number",
+        D,
+        "Steps (or a ratio of all steps) over which the number of tags grows to all.",
+    ),
+    _o("color_aug", False, "bool", D, "Randomly shift hue a little (cannot be used with cached latents)."),
+    _o(
+        "flip_aug", False, "bool", D, "Randomly mirror images left-right. Do not use for asymmetric subjects."
+    ),
+    _o(
+        "face_crop_aug_range",
+        None,
+        "floats",
+        D,
+        "Crop around the face at a random scale in this range, e.g. [2.0, 4.0].",
+    ),
+    _o(
+        "random_crop",
+        False,
+        "bool",
+        D,
+        "Crop at a random place instead of the centre (cannot be used with cached latents).",
+    ),
+    _o(
+        "resolution",
+        "512",
+        "str",
+        D,
+        "Training resolution: 512, or W,H. With buckets it is the maximum image area.",
+    ),
+    _o(
+        "resize_interpolation",
+        None,
+        "str",
+        D,
+        "How images are resized: lanczos, nearest, bilinear, bicubic or area.",
+    ),
+    _o(
+        "alpha_mask",
+        False,
+        "bool",
+        D,
+        "Use the image's transparency as a loss mask (train only the visible part).",
+    ),
+    _o("masked_loss", False, "bool", D, "Use conditioning masks as loss masks (sd-scripts name)."),
+    _o(
+        "enable_bucket", False, "bool", D, "Group images by aspect ratio instead of cropping all to a square."
+    ),
+    _o("min_bucket_reso", 256, "int", D, "Smallest bucket side in pixels."),
+    _o("max_bucket_reso", 1024, "int", D, "Largest bucket side in pixels."),
+    _o("bucket_reso_steps", 64, "int", D, "Bucket sides are multiples of this (64 is safe for all models)."),
+    _o("bucket_no_upscale", False, "bool", D, "Never enlarge small images to fill a bucket."),
+    _o("prior_loss_weight", 1.0, "float", D, "Loss weight of regularization images."),
+    _o(
+        "cache_latents",
+        False,
+        "bool",
+        D,
+        "Encode all images with the VAE once before training (faster, less memory).",
+    ),
+    _o("cache_latents_to_disk", False, "bool", D, "Keep the encoded images on disk, reused by later runs."),
+    _o("vae_batch_size", 1, "int", D, "Images encoded at once when caching latents."),
+    _o(
+        "cache_text_encoder_outputs",
+        False,
+        "bool",
+        D,
+        "Encode captions once (only when the text encoder is not trained and captions do not change).",
+    ),
+    _o("cache_text_encoder_outputs_to_disk", False, "bool", D, "Keep encoded captions on disk."),
+    _o(
+        "max_data_loader_n_workers",
+        0,
+        "int",
+        D,
+        "Worker processes that load images. 0 loads in the main process.",
+    ),
+    _o("persistent_data_loader_workers", False, "bool", D, "Keep loader workers alive between epochs."),
+    _o("train_batch_size", 1, "int", D, "Images trained together in one step."),
+    _o(
+        "validation_split",
+        0.0,
+        "float",
+        D,
+        "Fraction of images held out to measure validation loss (e.g. 0.1).",
+    ),
+    _o("validation_seed", None, "int", D, "Seed that picks the validation images and their noise."),
+    _o("validate_every_n_steps", None, "int", D, "Measure validation loss every N steps."),
+    _o("validate_every_n_epochs", 1, "int", D, "Measure validation loss every N epochs."),
+    _o("max_validation_steps", None, "int", D, "Cap on validation batches per measurement."),
+    # -- network
+    _o(
+        "network_module",
+        "networks.lora",
+        "str",
+        N,
+        "Network type: networks.lora (LoRA/LoCon), networks.dylora, or lycoris.kohya (with algo= in network_args).",
+    ),
+    _o("network_weights", None, "str", N, "Start from this LoRA file (continue training it)."),
+    _o("dim_from_weights", False, "bool", N, "Take network_dim and alpha from network_weights."),
+    _o(
+        "network_dim",
+        4,
+        "int",
+        N,
+        "Rank of the LoRA: its size and capacity. 8-32 for a character or style; higher learns more detail and more noise.",
+    ),
+    _o(
+        "network_alpha",
+        1.0,
+        "float",
+        N,
+        "Scales the LoRA's effect by alpha/dim. alpha = dim means no scaling; smaller alpha needs a larger learning rate.",
+    ),
+    _o("network_dropout", None, "float", N, "Dropout on the LoRA's inner values (0.1 typical)."),
+    _o(
+        "network_args",
+        [],
+        "list",
+        N,
+        "Extra network options as key=value: conv_dim=4, conv_alpha=1, algo=loha, factor=8, block_dims=..., ...",
+    ),
+    _o(
+        "network_train_unet_only",
+        False,
+        "bool",
+        N,
+        "Train only the U-Net part (faster, less memory; common for SDXL).",
+    ),
+    _o("network_train_text_encoder_only", False, "bool", N, "Train only the text encoder part."),
+    _o("unet_lr", None, "float", N, "Learning rate of the U-Net part. Empty = learning_rate."),
+    _o(
+        "text_encoder_lr",
+        None,
+        "floats",
+        N,
+        "Learning rate of the text encoder part (one value, or one per encoder on SDXL). Empty = learning_rate.",
+    ),
+    _o(
+        "scale_weight_norms",
+        None,
+        "float",
+        N,
+        "Keep each LoRA module's weight norm at most this value (1.0 typical). Prevents overcooking.",
+    ),
+    _o("base_weights", [], "list", N, "LoRA files merged into the model before training."),
+    _o("base_weights_multiplier", [], "floats", N, "Weight of each base_weights file."),
+    _o("training_comment", None, "str", N, "A comment stored in the LoRA file's metadata."),
+    _o("no_metadata", False, "bool", N, "Store only the minimum metadata in the LoRA file."),
+    # -- optimizer
+    _o(
+        "optimizer_type",
+        "AdamW",
+        "str",
+        OPT,
+        "AdamW, AdamW8bit, Lion, Lion8bit, DAdaptation, Prodigy, AdaFactor, AdamWScheduleFree, ... or a class path.",
+    ),
+    _o(
+        "learning_rate",
+        1e-4,
+        "float",
+        OPT,
+        "Base learning rate. 1e-4 for AdamW LoRA; about 1.0 for DAdaptation/Prodigy.",
+    ),
+    _o("max_grad_norm", 1.0, "float", OPT, "Clip gradients to this norm (0 = no clipping)."),
+    _o(
+        "optimizer_args",
+        [],
+        "list",
+        OPT,
+        "Extra optimizer options as key=value, e.g. weight_decay=0.01 betas=0.9,0.99.",
+    ),
+    _o(
+        "lr_scheduler",
+        "constant",
+        "str",
+        OPT,
+        "How the learning rate changes: constant, constant_with_warmup, linear, cosine, cosine_with_restarts, polynomial.",
+    ),
+    _o(
+        "lr_warmup_steps",
+        0,
+        "number",
+        OPT,
+        "Steps of warm-up, or a fraction of all steps if below 1 (e.g. 0.05).",
+    ),
+    _o("lr_decay_steps", 0, "number", OPT, "Steps of decay at the end (warmup_stable_decay), or a fraction."),
+    _o("lr_scheduler_num_cycles", 1, "int", OPT, "Restarts for cosine_with_restarts."),
+    _o("lr_scheduler_power", 1.0, "float", OPT, "Power of the polynomial schedule."),
+    _o(
+        "lr_scheduler_min_lr_ratio",
+        None,
+        "float",
+        OPT,
+        "Lowest learning rate as a fraction of the start (cosine_with_min_lr).",
+    ),
+    _o("lr_scheduler_type", None, "str", OPT, "A scheduler class path, instead of lr_scheduler."),
+    _o("lr_scheduler_args", [], "list", OPT, "Options for lr_scheduler_type as key=value."),
+    _o("use_8bit_adam", False, "bool", OPT, "Old sd-scripts switch: same as optimizer_type = AdamW8bit."),
+    _o("use_lion_optimizer", False, "bool", OPT, "Old sd-scripts switch: same as optimizer_type = Lion."),
+    # -- training
+    _o("max_train_steps", 1600, "int", T, "Total optimizer steps (ignored when max_train_epochs is set)."),
+    _o(
+        "max_train_epochs",
+        None,
+        "int",
+        T,
+        "Number of epochs (passes over images × repeats). Sets the total steps.",
+    ),
+    _o("seed", None, "int", T, "Random seed; the same seed and data give the same LoRA."),
+    _o(
+        "mixed_precision",
+        "no",
+        "str",
+        T,
+        "no, fp16 or bf16. bf16 is safer than fp16; on CPU bf16 is also faster.",
+    ),
+    _o("full_fp16", False, "bool", T, "Keep the LoRA weights in fp16 too (less memory, less stable)."),
+    _o("full_bf16", False, "bool", T, "Keep the LoRA weights in bf16 too (less memory)."),
+    _o(
+        "gradient_checkpointing",
+        False,
+        "bool",
+        T,
+        "Recompute activations in the backward pass: much less memory, about 20% slower.",
+    ),
+    _o(
+        "gradient_accumulation_steps",
+        1,
+        "int",
+        T,
+        "Add up gradients of N batches before each optimizer step (a larger effective batch).",
+    ),
+    _o("sdpa", True, "bool", T, "Use PyTorch's fused attention (always on in lorakit)."),
+    _o(
+        "noise_offset",
+        None,
+        "float",
+        T,
+        "Add a constant offset to the noise (about 0.05-0.1) so the model can learn very dark and bright images.",
+    ),
+    _o("noise_offset_random_strength", False, "bool", T, "Use a random offset between 0 and noise_offset."),
+    _o("adaptive_noise_scale", None, "float", T, "Add this times the latent's mean to the noise offset."),
+    _o("multires_noise_iterations", None, "int", T, "Pyramid noise levels (6-10 suggested)."),
+    _o("multires_noise_discount", 0.3, "float", T, "Weight of each coarser pyramid level."),
+    _o("ip_noise_gamma", None, "float", T, "Input perturbation: extra noise on the input only (about 0.1)."),
+    _o(
+        "ip_noise_gamma_random_strength",
+        False,
+        "bool",
+        T,
+        "Use a random strength between 0 and ip_noise_gamma.",
+    ),
+    _o(
+        "min_snr_gamma",
+        None,
+        "float",
+        T,
+        "Min-SNR loss weighting; 5 is recommended. Speeds up learning of details.",
+    ),
+    _o("debiased_estimation_loss", False, "bool", T, "Weight the loss by 1/sqrt(SNR)."),
+    _o(
+        "scale_v_pred_loss_like_noise_pred",
+        False,
+        "bool",
+        T,
+        "For v-prediction, scale the loss as for noise prediction.",
+    ),
+    _o("v_pred_like_loss", None, "float", T, "Add a v-prediction-like loss term with this weight."),
+    _o(
+        "zero_terminal_snr",
+        False,
+        "bool",
+        T,
+        "Rescale the noise schedule so the last step is pure noise (for v-prediction models).",
+    ),
+    _o("min_timestep", None, "int", T, "Lowest noise step trained (0-999)."),
+    _o("max_timestep", None, "int", T, "Highest noise step trained plus one (1-1000)."),
+    _o("loss_type", "l2", "str", T, "l2 (default), l1, huber or smooth_l1."),
+    _o("huber_schedule", "snr", "str", T, "How huber_c changes with the step: constant, exponential or snr."),
+    _o("huber_c", 0.1, "float", T, "Huber loss threshold."),
+    _o("huber_scale", 1.0, "float", T, "Huber loss scale."),
+    # -- sampling
+    _o("sample_prompts", None, "str", S, "A prompt file (.txt, .toml or .json) for preview images."),
+    _o("sample_every_n_steps", None, "int", S, "Make previews every N steps."),
+    _o("sample_every_n_epochs", None, "int", S, "Make previews every N epochs (wins over steps)."),
+    _o("sample_at_first", False, "bool", S, "Make previews before training starts."),
+    _o(
+        "sample_sampler",
+        "ddim",
+        "str",
+        S,
+        'Sampler for previews: ddim, euler_a, dpmsolver++, or an A1111 name like "DPM++ 2M Karras".',
+    ),
+    # -- saving
+    _o("output_dir", "output", "str", V, "Folder for the LoRA files, previews, logs and state."),
+    _o("output_name", "lora", "str", V, "Base name of the saved files."),
+    _o("save_model_as", "safetensors", "str", V, "File format: safetensors (recommended), ckpt or pt."),
+    _o(
+        "save_precision",
+        None,
+        "str",
+        V,
+        "Precision of the saved LoRA: float, fp16 or bf16. Empty = the training precision.",
+    ),
+    _o("save_every_n_epochs", None, "int", V, "Save the LoRA every N epochs."),
+    _o("save_every_n_steps", None, "int", V, "Save the LoRA every N steps."),
+    _o("save_n_epoch_ratio", None, "int", V, "Save about N times over the whole run."),
+    _o("save_last_n_epochs", None, "int", V, "Keep only the last N epoch files (older ones are deleted)."),
+    _o("save_last_n_steps", None, "int", V, "Keep only the step files of the last N steps."),
+    _o(
+        "save_state",
+        False,
+        "bool",
+        V,
+        "Also save the training state (optimizer, scheduler, random state) so the run can resume.",
+    ),
+    _o("save_state_on_train_end", False, "bool", V, "Save the training state at the end."),
+    _o("save_last_n_epochs_state", None, "int", V, "Keep only the last N epoch states."),
+    _o("save_last_n_steps_state", None, "int", V, "Keep only the states of the last N steps."),
+    _o(
+        "resume",
+        None,
+        "str",
+        V,
+        "Continue from a saved state folder, or 'auto' for the newest state in output_dir.",
+    ),
+    _o("metadata_title", None, "str", V, "Title stored in the LoRA file (modelspec.title)."),
+    _o("metadata_author", None, "str", V, "Author stored in the LoRA file."),
+    _o("metadata_description", None, "str", V, "Description stored in the LoRA file."),
+    _o("metadata_license", None, "str", V, "Licence stored in the LoRA file."),
+    _o("metadata_tags", None, "str", V, "Comma-separated tags stored in the LoRA file."),
+    _o("metadata_trigger_phrase", None, "str", V, "Trigger word(s) stored in the LoRA file."),
+    # -- logging
+    _o("logging_dir", None, "str", L, "Folder for TensorBoard logs. Empty = output_dir/logs."),
+    _o("log_with", "tensorboard", "str", L, "tensorboard, or none."),
+    _o("log_prefix", None, "str", L, "Prefix of the log folder name."),
+    _o("log_tracker_name", None, "str", L, "Name of the run in the tracker."),
+    _o("console_log_level", None, "str", L, "DEBUG, INFO (default), WARNING or ERROR."),
+]
+
+BY_NAME = {o.name: o for o in OPTIONS}
+SECTIONS = [M, D, N, OPT, T, S, V, L]
+
+# sd-scripts options that lorakit accepts and does not need, with the reason shown to the user.
+IGNORED = {
+    "xformers": "lorakit always uses PyTorch's fused attention (SDPA); xformers is not needed",
+    "mem_eff_attn": "lorakit always uses PyTorch's fused attention (SDPA)",
+    "lowram": "not needed: lorakit loads checkpoints memory-mapped",
+    "highvram": "not needed",
+    "tokenizer_cache_dir": "lorakit ships its tokenizers and never downloads them",
+    "debug_dataset": "use 'lorakit dataset check' instead",
+    "persistent_data_loader_workers": "workers are managed by lorakit",
+    "log_config": "the resolved configuration is always saved in run.json",
+    "console_log_simple": "not needed",
+    "console_log_file": "the run record run.json keeps the history",
+    "wandb_api_key": "only TensorBoard logging is supported",
+    "wandb_run_name": "only TensorBoard logging is supported",
+    "log_tracker_config": "only TensorBoard logging is supported",
+    "ddp_timeout": "set by accelerate",
+    "ddp_gradient_as_bucket_view": "set by accelerate",
+    "ddp_static_graph": "set by accelerate",
+    "dynamo_backend": "not supported",
+    "torch_compile": "not supported yet",
+    "cache_info": "not needed",
+    "skip_cache_check": "the cache is checked by content hash",
+    "weighted_captions": "not supported: (word:1.2) weights are read as plain text",
+    "save_state_to_huggingface": "no uploads",
+    "resume_from_huggingface": "no uploads",
+    "async_upload": "no uploads",
+    "huggingface_repo_id": "no uploads",
+    "huggingface_repo_type": "no uploads",
+    "huggingface_path_in_repo": "no uploads",
+    "huggingface_token": "no uploads",
+    "huggingface_repo_visibility": "no uploads",
+    "output_config": "use 'lorakit train CONFIG --print-config'",
+    "config_file": "pass the file as 'lorakit train CONFIG'",
+    "fp8_base": "fp8 base weights are not supported yet",
+    "fp8_base_unet": "fp8 base weights are not supported yet",
+    "deepspeed": "use accelerate's multi-GPU launch instead",
+    "zero_stage": "use accelerate's multi-GPU launch instead",
+    "initial_epoch": "use resume: it restores the epoch and step counts",
+    "initial_step": "use resume: it restores the epoch and step counts",
+    "skip_until_initial_step": "use resume: it restores the epoch and step counts",
+    "save_model_as_diffusers": "LoRA files are single safetensors files",
+    "cpu_offload_checkpointing": "not supported",
+    "lr_scheduler_timescale": "not needed for the supported schedulers",
+}
+
+
+def parse_value(option: Option, value: Any, where: str) -> Any:
+    """Convert a TOML or command-line value to the option's type, or say what is wrong."""
+    from ..errors import ConfigError
+
+    if value is None:
+        return None
+    kind = option.kind
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "1", "yes", "on"):
+                return True
+            if str(value).lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if kind == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "number":
+            number = float(value)
+            return number if number < 1 and number != 0 else int(number)
+        if kind == "floats":
+            if isinstance(value, (list, tuple)):
+                return [float(v) for v in value]
+            if isinstance(value, str) and "," in value:
+                return [float(v) for v in value.split(",") if v.strip()]
+            return float(value)
+        if kind == "list":
+            if isinstance(value, str):
+                return value.split()
+            return [str(v) for v in value]
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{where}: '{option.name}' must be {_KIND_WORDS[kind]}, got {value!r}. ({option.help})"
+        ) from None
+
+
+_KIND_WORDS = {
+    "bool": "true or false",
+    "int": "a whole number",
+    "float": "a number",
+    "number": "a whole number, or a fraction below 1",
+    "floats": "a number or a list of numbers",
+    "list": "a list of strings",
+    "str": "text",
+}
