@@ -120,14 +120,14 @@ def _normalise(config: TrainConfig) -> None:
 
 def network_args(config: TrainConfig) -> dict[str, str]:
     """`network_args = ["conv_dim=4", "algo=loha"]` as a dict, checked for the key=value form."""
-    return _pairs(config.network_args, "network_args")
+    return parse_pairs(config.network_args, "network_args")
 
 
 def optimizer_args(config: TrainConfig) -> dict[str, Any]:
-    return {k: _literal(v) for k, v in _pairs(config.optimizer_args, "optimizer_args").items()}
+    return {k: parse_literal(v) for k, v in parse_pairs(config.optimizer_args, "optimizer_args").items()}
 
 
-def _pairs(items: list[str], name: str) -> dict[str, str]:
+def parse_pairs(items: list[str], name: str) -> dict[str, str]:
     out = {}
     for item in items:
         if "=" not in item:
@@ -137,7 +137,7 @@ def _pairs(items: list[str], name: str) -> dict[str, str]:
     return out
 
 
-def _literal(text: str) -> Any:
+def parse_literal(text: str) -> Any:
     """'0.01' -> 0.01, 'True' -> True, '0.9,0.99' -> (0.9, 0.99), other text stays text."""
     import ast
 
