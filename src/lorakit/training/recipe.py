@@ -1,0 +1,514 @@
+"""The LoRA training recipe: one readable loop, assembled from the parts in this package.
+
+    model -> datasets -> network -> optimizer -> plan -> (resume) -> epochs of steps -> files
+
+Each optimizer step: encode captions, noise the latents, predict, weight the loss, backward;
+every N accumulated micro-batches, average gradients over processes, clip, step. The base model
+stays frozen in its weight dtype; only the network's parameters (fp32) train. Randomness comes
+from one generator (noise, timesteps) plus the dataset's (seed, epoch, batch) streams, and both
+are saved with a state, so a resumed run continues exactly like an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError, LorakitError
+from . import checkpointing as ckpt
+from .config import TrainConfig, network_args, optimizer_args, to_toml
+from .loss import LossOptions, training_loss
+from .noise import NoiseOptions, noisy_latents, target, training_scheduler
+from .optim import create_optimizer, create_scheduler, effective_lrs, is_schedule_free
+from .plan import check_settings, estimate_memory_gb, format_steps, plan_steps
+from .watch import CollapseGuard, RunRecord, Scalars, plot_losses
+
+VALIDATION_TIMESTEPS = (200, 400, 600, 800)
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    final_file: Path | None
+    epoch_files: list[Path]
+    steps: int
+    epochs: int
+    losses: list[tuple[int, float]]
+    planned_steps: int
+    record: Path
+    loss_plot: Path | None = None
+    samples: list[Path] = field(default_factory=list)
+
+
+class _Log:
+    """Prints on the main process only (and through tqdm, so progress bars stay intact)."""
+
+    def __init__(self, main: bool, quiet: bool = False):
+        self.main, self.quiet = main, quiet
+
+    def __call__(self, *lines: str) -> None:
+        if self.main and not self.quiet:
+            for line in lines:
+                tqdm.write(line)
+
+
+# -- setup ------------------------------------------------------------------------------------
+
+
+def _accelerator(config: TrainConfig):
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available()
+    if config.mixed_precision == "fp16" and not cuda:
+        raise ConfigError("mixed_precision = \"fp16\" needs an NVIDIA GPU. On a CPU use \"bf16\" (faster there) or \"no\".")
+    return Accelerator(mixed_precision=config.mixed_precision, cpu=not cuda)
+
+
+def _weight_dtype(config: TrainConfig) -> torch.dtype:
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
+
+
+def load_base(config: TrainConfig, device, log):
+    from ..models.load import load_model
+
+    if not config.pretrained_model_name_or_path:
+        raise ConfigError("no base model: set pretrained_model_name_or_path (a .safetensors/.ckpt file or diffusers folder).")
+    model = load_model(
+        config.pretrained_model_name_or_path,
+        vae=config.vae,
+        v_parameterization=True if config.v_parameterization else None,
+        dtype=torch.float32,
+    )
+    if config.sdxl and not model.family.is_xl:
+        raise ConfigError(f"sdxl = true, but {config.pretrained_model_name_or_path} is a {model.family.label} model.")
+    dtype = _weight_dtype(config)
+    keep_vae_fp32 = config.no_half_vae or (model.family.is_xl and dtype == torch.float16)
+    for name, module in model.components.items():
+        module.requires_grad_(False).eval()
+        module.to(device, dtype=torch.float32 if name == "vae" and keep_vae_fp32 else dtype)
+    log(f"model: {model.family.label}, {model.prediction_type} prediction, native {model.resolution}px")
+    return model
+
+
+def data_config(config: TrainConfig):
+    """The sd-scripts dataset: a dataset TOML, the inline [general]/[[datasets]] tables, or folders."""
+    from ..data import config_from_dict, config_from_folders
+    from ..data import load_config as load_dataset_config
+
+    options = dataset_options(config)
+    if config.dataset_config:
+        return load_dataset_config(config.dataset_config, defaults=options)
+    if config.dataset is not None:
+        base = config.path.parent if config.path else None
+        return config_from_dict(config.dataset, options, source=str(config.path or "config"), base_dir=base)
+    return config_from_folders(config.train_data_dir, config.reg_data_dir, config.in_json, options)
+
+
+_DATASET_KEYS = (
+    "caption_extension", "caption_separator", "shuffle_caption", "keep_tokens", "keep_tokens_separator",
+    "secondary_separator", "enable_wildcard", "caption_prefix", "caption_suffix", "caption_dropout_rate",
+    "caption_dropout_every_n_epochs", "caption_tag_dropout_rate", "token_warmup_min", "token_warmup_step",
+    "color_aug", "flip_aug", "face_crop_aug_range", "random_crop", "resize_interpolation", "alpha_mask",
+    "enable_bucket", "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "bucket_no_upscale",
+    "validation_split", "validation_seed",
+)  # fmt: skip
+
+
+def dataset_options(config: TrainConfig) -> dict:
+    """Options set in the training config, as defaults below the dataset file's [general]."""
+    options = {k: config.values[k] for k in _DATASET_KEYS if config.origin[k] != "default"}
+    options["batch_size"] = config.train_batch_size
+    if config.origin["resolution"] != "default":
+        options["resolution"] = [int(v) for v in str(config.resolution).split(",")]
+        if len(options["resolution"]) == 1:
+            options["resolution"] = options["resolution"][0]
+    if config.in_json:
+        options["num_repeats"] = config.dataset_repeats
+    return options
+
+
+def build_data(config: TrainConfig, model, seed: int, log):
+    from ..data import build_datasets
+
+    data = data_config(config)
+    group = build_datasets(data, resolution=model.resolution, prior_loss_weight=config.prior_loss_weight, seed=seed)
+    validation = None
+    if any(ds.validation_split for ds in data.datasets):
+        validation = build_datasets(
+            data, resolution=model.resolution, seed=seed, split="validation", strict=False
+        )
+        if validation.steps_per_epoch == 0:
+            validation = None
+    return group, validation
+
+
+def build_network(config: TrainConfig, model, log):
+    from ..networks import create_network
+
+    network = create_network(
+        model,
+        network_module=config.network_module,
+        network_dim=config.network_dim,
+        network_alpha=config.network_alpha,
+        network_args=network_args(config),
+        network_dropout=config.network_dropout,
+        network_train_unet_only=config.network_train_unet_only,
+        network_train_text_encoder_only=config.network_train_text_encoder_only,
+    )
+    if config.network_weights:
+        missing = network.load_weights(config.network_weights, strict=False)
+        log(f"continuing from {config.network_weights}" + (f" ({len(missing)} new tensors)" if missing else ""))
+    network.apply_to()
+    return network
+
+
+# -- one step ---------------------------------------------------------------------------------
+
+
+def _conditioning(model, captions, config, train_text: bool):
+    from ..models.conditioning import encode, tokenize
+
+    ids = tokenize(model, captions, config.max_token_length)
+    with nullcontext() if train_text else torch.no_grad():
+        return encode(model, ids, config.clip_skip)
+
+
+def _latents(model, batch, generator):
+    vae = model.vae
+    if batch.latents is not None:
+        latents = batch.latents.to(vae.device)
+    else:
+        with torch.no_grad():
+            images = batch.images.to(vae.device, vae.dtype)
+            latents = vae.encode(images).latent_dist.sample(generator)
+    return latents * vae.config.scaling_factor
+
+
+def _added_conditioning(model, batch, pooled, dtype):
+    if not model.family.is_xl:
+        return None
+    from ..models.conditioning import sdxl_time_ids
+
+    ids = sdxl_time_ids(batch.original_sizes_hw.tolist(), batch.crop_top_lefts.tolist(), batch.target_sizes_hw.tolist())
+    return {"text_embeds": pooled.to(dtype), "time_ids": ids.to(pooled.device, dtype)}
+
+
+def step_loss(model, network, batch, scheduler, noise_options, loss_options, config, generator, train_text, unet_dtype):
+    """The loss of one batch (a scalar tensor with gradients into the network)."""
+    latents = _latents(model, batch, generator).to(unet_dtype)
+    hidden, pooled = _conditioning(model, batch.captions, config, train_text)
+    noise, noisy, timesteps = noisy_latents(latents.float(), scheduler, noise_options, generator)
+    added = _added_conditioning(model, batch, pooled, unet_dtype)
+    pred = model.unet(noisy.to(unet_dtype), timesteps, hidden.to(unet_dtype), added_cond_kwargs=added).sample
+    mask = batch.alpha_masks if batch.alpha_masks is not None else None
+    return training_loss(
+        pred.float(), target(scheduler, latents.float(), noise, timesteps), timesteps, scheduler, loss_options,
+        sample_weights=batch.loss_weights, mask=mask,
+    )
+
+
+def validation_loss(model, group, scheduler, config, loss_options, seed, accelerator) -> float | None:
+    """Mean loss over the held-out images at fixed timesteps with fixed noise: comparable across
+    epochs because nothing in it is random from run to run."""
+    if group is None:
+        return None
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    losses = []
+    refs = group.epoch_batches(1)
+    if config.max_validation_steps:
+        refs = refs[: config.max_validation_steps]
+    unet_dtype = model.unet.dtype
+    with torch.no_grad(), accelerator.autocast():
+        for ref in refs:
+            batch = group.load_batch(ref)
+            latents = _latents(model, batch, generator).float()
+            hidden, pooled = _conditioning(model, batch.captions, config, train_text=False)
+            for t in VALIDATION_TIMESTEPS:
+                timesteps = torch.full((latents.shape[0],), t, dtype=torch.long)
+                noise = torch.randn(latents.shape, generator=generator).to(latents)
+                noisy = scheduler.add_noise(latents, noise, timesteps)
+                added = _added_conditioning(model, batch, pooled, unet_dtype)
+                pred = model.unet(noisy.to(unet_dtype), timesteps.to(latents.device), hidden.to(unet_dtype), added_cond_kwargs=added).sample
+                losses.append(training_loss(pred.float(), target(scheduler, latents, noise, timesteps), timesteps, scheduler, loss_options).item())
+    return sum(losses) / len(losses) if losses else None
+
+
+def _average_gradients(parameters, accelerator) -> None:
+    """Mean of the gradients over processes (the network is not wrapped in DDP because it is
+    called through hooks inside the U-Net, never through its own forward)."""
+    if accelerator.num_processes == 1:
+        return
+    import torch.distributed as dist
+
+    grads = [p.grad for p in parameters if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= accelerator.num_processes
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def _max_norm(network, max_norm: float) -> tuple[int, float]:
+    """sd-scripts' scale_weight_norms: shrink any module whose delta norm exceeds `max_norm`.
+    Returns (modules scaled, largest norm seen)."""
+    scaled, largest = 0, 0.0
+    with torch.no_grad():
+        for _, module in network.named_network_modules():
+            norm = module.delta().norm().item()
+            largest = max(largest, norm)
+            if norm > max_norm:
+                ratio = max_norm / norm
+                first = next(p for n, p in module.named_parameters() if n in _FIRST_FACTORS)
+                first.mul_(ratio)
+                scaled += 1
+    return scaled, largest
+
+
+_FIRST_FACTORS = ("lora_up.weight", "hada_w1_a", "lokr_w1", "lokr_w1_a")
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def train(config: TrainConfig, quiet: bool = False) -> TrainResult:
+    accelerator = _accelerator(config)
+    log = _Log(accelerator.is_main_process, quiet)
+    seed = config.seed if config.seed is not None else 42
+    torch.manual_seed(seed)
+    output_dir = Path(config.output_dir)
+    name = config.output_name
+    ext = config.save_model_as if config.save_model_as in ("safetensors", "ckpt", "pt") else "safetensors"
+    if ext != "safetensors":
+        log(f"note: save_model_as = {ext}: lorakit writes .safetensors (safe to load, read by every client).")
+        ext = "safetensors"
+    for key, why in config.ignored.items():
+        log(f"note: '{key}' is ignored: {why}.")
+
+    model = load_base(config, accelerator.device, log)
+    group, validation = build_data(config, model, seed, log)
+    network = build_network(config, model, log).to(accelerator.device)
+    if config.full_fp16 or config.full_bf16:
+        network.to(torch.float16 if config.full_fp16 else torch.bfloat16)
+    train_text = any(layer.part != "unet" for layer in network.layers.values())
+    if config.gradient_checkpointing:
+        model.unet.enable_gradient_checkpointing()
+        if train_text:
+            for encoder in model.text_encoders:
+                encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if train_text:
+        for encoder in model.text_encoders:
+            encoder.train()  # dropout is 0 in CLIP; train mode only matters for checkpointing
+
+    # plan
+    world = accelerator.num_processes
+    batches = group.steps_per_epoch
+    samples = sum(len(items) for ds in group.datasets for items in ds.buckets.values())
+    plan = plan_steps(batches, samples, config.train_batch_size, config.max_train_steps, config.max_train_epochs, config.gradient_accumulation_steps, world)
+    groups = network.param_groups(config.unet_lr, config.text_encoder_lr, config.learning_rate)
+    setup = create_optimizer(config.optimizer_type, groups, config.learning_rate, optimizer_args(config))
+    scheduler_lr = create_scheduler(setup, config, plan.total_steps)
+    trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)
+    base_params = sum(model.parameter_counts().values())
+    plan.warnings = check_settings(config, plan, model.family.is_xl, group.num_train_images, setup.notes)
+
+    from ..data.check import format_plan, make_plan
+
+    log("", format_plan(make_plan(group)), "")
+    log(*format_steps(plan))
+    memory = estimate_memory_gb(base_params, _weight_dtype(config).itemsize, trainable, config.train_batch_size, group.datasets[0].resolution[0], config.gradient_checkpointing)
+    log(
+        f"network:          {network.options.label}, {trainable:,} trainable parameters "
+        + ", ".join(f"{n} {part}" for part, n in network.counts().items()),
+        f"precision:        {config.mixed_precision} (base weights {_weight_dtype(config)}, LoRA {next(network.parameters()).dtype})",
+        f"device:           {accelerator.device}" + (f" x {world} processes" if world > 1 else ""),
+        f"memory estimate:  about {memory:.1f} GB (rough)",
+    )
+    for warning in plan.warnings:
+        log(f"warning: {warning}")
+
+    # caches
+    if config.cache_latents or config.cache_latents_to_disk:
+        stats = group.cache_latents(model.vae, sdxl=model.family.is_xl, to_disk=config.cache_latents_to_disk, batch_size=config.vae_batch_size)
+        log(f"latents: {stats.encoded} encoded, {stats.reused} reused from disk")
+        if validation is not None:
+            validation.cache_latents(model.vae, sdxl=model.family.is_xl, to_disk=config.cache_latents_to_disk)
+
+    # resume
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    guard = CollapseGuard()
+    losses: list[tuple[int, float]] = []
+    epoch, step, done = 1, 0, 0
+    resume_dir = None
+    if config.resume:
+        resume_dir = ckpt.find_latest_state(output_dir, name) if config.resume == "auto" else Path(config.resume)
+        if resume_dir is None:
+            log(f"resume = auto: no saved state in {output_dir}; starting from the beginning.")
+    if resume_dir is not None:
+        state = ckpt.load_state(resume_dir, network, setup.optimizer, scheduler_lr, generator)
+        if state.data.get("fingerprint") and state.data["fingerprint"] != group.fingerprint():
+            raise LorakitError(
+                f"{resume_dir}: the dataset changed since this state was saved (images, repeats, buckets or "
+                "batch size). Resuming would not continue the same run; start a new run instead."
+            )
+        epoch, step, done = state.epoch, state.step, state.batches_done
+        losses = [tuple(x) for x in state.extra.get("losses", [])]
+        guard.load_state_dict(state.extra.get("guard", {}))
+        log(f"resumed from {resume_dir}: epoch {epoch}, step {step}")
+    if setup.relative_step is False and is_schedule_free(setup.name):
+        setup.optimizer.train()
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record = RunRecord.start(
+        output_dir,
+        config={k: v for k, v in config.values.items()},
+        dataset={"train_images": group.num_train_images, "reg_images": group.num_reg_images, "buckets": {f"{w}x{h}": n for (w, h), n in group.bucket_histogram().items()}},
+        plan={"steps_per_epoch": plan.steps_per_epoch, "epochs": plan.epochs, "total_steps": plan.total_steps, "batch_size": config.train_batch_size, "warnings": plan.warnings},
+        model={"path": str(config.pretrained_model_name_or_path), "family": model.family.name, "prediction_type": model.prediction_type, "resolution": model.resolution},
+    )
+    if accelerator.is_main_process:
+        (output_dir / f"{name}-config.toml").write_text(to_toml(config))
+    tensorboard = Scalars(Path(config.logging_dir or output_dir / "logs") if config.log_with == "tensorboard" and accelerator.is_main_process else None)
+
+    from .metadata import new_session_id, training_metadata
+
+    session, started = new_session_id(), time.time()
+    scheduler = training_scheduler(model, config.zero_terminal_snr)
+    noise_options, loss_options = NoiseOptions.from_config(config), LossOptions.from_config(config)
+    unet_dtype = model.unet.dtype
+    params = [p for p in network.parameters() if p.requires_grad]
+    last_saved: Path | None = None
+    epoch_files: list[Path] = []
+
+    def save_network(path: Path, at_epoch: int) -> Path:
+        nonlocal last_saved
+        if not accelerator.is_main_process:
+            return path
+        meta = training_metadata(config, model, group, plan, session_id=session, started_at=started, epoch=at_epoch, step=step, model_hash=None, vae_hash=None)
+        spec = {k: v for k, v in {"title": config.metadata_title, "author": config.metadata_author, "description": config.metadata_description, "license": config.metadata_license, "tags": config.metadata_tags, "trigger_phrase": config.metadata_trigger_phrase}.items() if v}
+        precision = {"float": "float", "fp16": "fp16", "bf16": "bf16"}.get(config.save_precision or "", None)
+        network.save(path, metadata=meta, precision=precision, modelspec={"title": config.metadata_title or name, **spec})
+        last_saved = path
+        record.add_file(str(path))
+        return path
+
+    def save_training_state(folder: Path, at_epoch: int, batches_done: int) -> None:
+        if accelerator.is_main_process:
+            state = ckpt.TrainState(at_epoch, step, batches_done, group.state(at_epoch, batches_done).to_dict(), {"losses": losses, "guard": guard.state_dict()})
+            ckpt.save_state(folder, network, setup.optimizer, scheduler_lr, generator, state)
+        accelerator.wait_for_everyone()
+
+    # the loop
+    log("", f"training: {plan.total_steps} steps, {plan.epochs} epochs. Output: {output_dir}")
+    progress = tqdm(total=plan.total_steps, initial=step, desc="steps", disable=not accelerator.is_main_process or quiet, dynamic_ncols=True)
+    network.train()
+    status = "finished"
+    accumulate = config.gradient_accumulation_steps
+    try:
+        while step < plan.total_steps and epoch <= plan.epochs:
+            refs = group.epoch_batches(epoch)[accelerator.process_index :: world]
+            epoch_losses: list[float] = []
+            micro = 0
+            for index in range(done, len(refs)):
+                batch = group.load_batch(refs[index], step=step)
+                with accelerator.autocast():
+                    loss = step_loss(model, network, batch, scheduler, noise_options, loss_options, config, generator, train_text, unet_dtype)
+                (loss / accumulate).backward()
+                micro += 1
+                epoch_losses.append(loss.item())
+                if micro % accumulate and index + 1 < len(refs):
+                    continue
+                _average_gradients(params, accelerator)
+                if config.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                setup.optimizer.step()
+                scheduler_lr.step()
+                setup.optimizer.zero_grad(set_to_none=True)
+                if config.scale_weight_norms:
+                    _max_norm(network, config.scale_weight_norms)
+                step += 1
+                done = index + 1
+                current = sum(epoch_losses[-micro:]) / micro
+                micro = 0
+                losses.append((step, current))
+                warning = guard.check(current, step, str(last_saved) if last_saved else None)
+                if warning:
+                    log(warning)
+                lrs = effective_lrs(setup.optimizer)
+                progress.update(1)
+                progress.set_postfix(epoch=epoch, loss=f"{current:.4f}", lr=f"{lrs[0]:.2e}")
+                scalars = {"loss/current": current, "loss/average": sum(epoch_losses) / len(epoch_losses)}
+                for group_info, lr in zip(setup.optimizer.param_groups, lrs):
+                    scalars[f"lr/{group_info.get('name', 'group')}"] = lr
+                tensorboard.log(scalars, step)
+                if config.save_every_n_steps and step % config.save_every_n_steps == 0 and step < plan.total_steps:
+                    save_network(ckpt.step_file(output_dir, name, step, ext), epoch)
+                    ckpt.prune(output_dir, rf"{name}-step\d{{8}}\.{ext}", _steps_to_files(config.save_last_n_steps, config.save_every_n_steps))
+                    if config.save_state:
+                        save_training_state(ckpt.step_state_dir(output_dir, name, step), epoch, done)
+                        ckpt.prune(output_dir, rf"{name}-step\d{{8}}-state", _steps_to_files(config.save_last_n_steps_state, config.save_every_n_steps))
+                if step >= plan.total_steps:
+                    break
+
+            # end of epoch
+            epoch_loss = sum(epoch_losses) / len(epoch_losses) if epoch_losses else float("nan")
+            network.eval()
+            val = validation_loss(model, validation, scheduler, config, loss_options, config.validation_seed or seed, accelerator) if _validate_now(config, epoch) else None
+            network.train()
+            tensorboard.log({"loss/epoch_average": epoch_loss, **({"loss/validation/epoch_average": val} if val is not None else {})}, epoch)
+            last_epoch = step >= plan.total_steps or epoch >= plan.epochs
+            file = None
+            if not last_epoch and config.save_every_n_epochs and epoch % config.save_every_n_epochs == 0:
+                file = save_network(ckpt.epoch_file(output_dir, name, epoch, ext), epoch)
+                epoch_files.append(file)
+                ckpt.prune(output_dir, rf"{name}-\d{{6}}\.{ext}", config.save_last_n_epochs)
+                if config.save_state:
+                    save_training_state(ckpt.epoch_state_dir(output_dir, name, epoch), epoch + 1, 0)
+                    ckpt.prune(output_dir, rf"{name}-\d{{6}}-state", config.save_last_n_epochs_state)
+            if last_epoch:
+                file = save_network(ckpt.final_file(output_dir, name, ext), epoch)
+                if config.save_state or config.save_state_on_train_end:
+                    save_training_state(ckpt.final_state_dir(output_dir, name), epoch + 1, 0)
+            if accelerator.is_main_process:
+                record.data["losses"] = losses
+                record.add_epoch(epoch, step, epoch_loss, val, str(file) if file else None)
+            log(f"epoch {epoch}/{plan.epochs}: loss {epoch_loss:.4f}" + (f", validation loss {val:.4f}" if val is not None else "") + (f", saved {file}" if file else ""))
+            epoch += 1
+            done = 0
+    except KeyboardInterrupt:
+        status = "interrupted"
+        if step > 0:
+            save_training_state(ckpt.final_state_dir(output_dir, name), epoch, done)
+            log(f"interrupted: state saved in {ckpt.final_state_dir(output_dir, name)}; continue with resume = \"auto\".")
+        raise
+    except LorakitError as error:
+        status = "collapsed" if "loss became" in str(error) else "failed"
+        record.finish(status, error=str(error))
+        raise
+    finally:
+        progress.close()
+        tensorboard.close()
+
+    plot = plot_losses(losses, record.data["epochs"], output_dir / f"{name}-loss.png") if accelerator.is_main_process else None
+    final = ckpt.final_file(output_dir, name, ext)
+    record.finish(status, steps=step, loss_plot=str(plot) if plot else None, final_file=str(final), seconds=round(time.time() - started, 1))
+    log(f"done: {final}", f"loss plot: {plot}", f"run record: {record.path}")
+    return TrainResult(output_dir, final if final.exists() else None, epoch_files, step, epoch - 1, losses, plan.total_steps, record.path, plot)
+
+
+def _validate_now(config: TrainConfig, epoch: int) -> bool:
+    return bool(config.validate_every_n_epochs) and epoch % config.validate_every_n_epochs == 0
+
+
+def _steps_to_files(last_n_steps: int | None, every: int | None) -> int | None:
+    """save_last_n_steps counts steps; keep the files saved within that many steps."""
+    if not last_n_steps or not every:
+        return None
+    return max(1, math.ceil(last_n_steps / every))
