@@ -15,3 +15,7 @@ class UnsafeFileError(ModelError):
 
 class ConfigError(LorakitError):
     """A configuration value or key that is wrong, with the fix."""
+
+
+class NetworkError(LorakitError):
+    """A LoRA/LyCORIS network that cannot be built, read or applied as asked."""
