@@ -11,3 +11,7 @@ class ModelError(LorakitError):
 
 class UnsafeFileError(ModelError):
     """A pickle file that asks to run code while loading."""
+
+
+class DatasetError(LorakitError):
+    """A dataset, dataset config or caption file that lorakit cannot train on as it is."""
