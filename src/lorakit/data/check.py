@@ -146,6 +146,10 @@ def make_plan(group: DatasetGroup) -> Plan:
     )
 
 
+def _n(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def _caption_summary(s: SubsetPlan) -> str:
     parts = []
     if s.captions.get("file"):
@@ -174,9 +178,9 @@ def format_plan(plan: Plan, top_tags: int = 8) -> str:
         for s in d.subsets:
             kind = "reg  " if s.is_reg else "train"
             if s.is_reg and s.samples != s.images * s.num_repeats:
-                uses = f"{s.images} images, looped to {s.samples} per epoch"
+                uses = f"{_n(s.images, 'image')}, looped to {s.samples} per epoch"
             else:
-                uses = f"{s.images} images x {s.num_repeats} repeats = {s.samples} per epoch"
+                uses = f"{_n(s.images, 'image')} x {_n(s.num_repeats, 'repeat')} = {s.samples} per epoch"
             out.append(f"  [{kind}] {s.name}: {uses}")
             out.append(f"          captions: {_caption_summary(s)}")
             if s.tags:

@@ -90,17 +90,17 @@ def probe_image(path: str | Path, verify: bool = True) -> ImageInfo:
     path = Path(path)
     img = open_image(path)
     with img:
-        size, oriented = _oriented_size(img)
-        info = ImageInfo(size=size, mode=img.mode, format=img.format, has_alpha=_has_alpha(img))
-        if verify:
-            try:
+        try:
+            size, oriented = _oriented_size(img)
+            info = ImageInfo(size=size, mode=img.mode, format=img.format, has_alpha=_has_alpha(img))
+            if verify:
                 img.load()
-            except OSError as e:
-                raise ImageReadError(
-                    f"image is truncated or damaged ({e}); export or download it again"
-                ) from None
-            except Exception as e:  # decoders raise odd types (SyntaxError, ValueError) on bad data
-                raise ImageReadError(f"image cannot be decoded ({type(e).__name__}: {e})") from None
+        except OSError as e:
+            raise ImageReadError(
+                f"image is truncated or damaged ({e}); export or download it again"
+            ) from None
+        except Exception as e:  # decoders raise odd types (SyntaxError, ValueError) on bad data
+            raise ImageReadError(f"image cannot be decoded ({type(e).__name__}: {e})") from None
     if oriented:
         info.notes.append("rotated upright as its EXIF orientation says")
     if img.mode == "CMYK":

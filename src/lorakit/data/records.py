@@ -248,10 +248,16 @@ def assign_buckets(records: list[ImageRecord], selector: BucketSelector, problem
             problems.error(
                 r.path,
                 f"aspect ratio {_ratio(w, h)} ({w}x{h}) is far from every bucket (nearest {bw}x{bh}): covering "
-                f"the bucket cuts away {lost:.0%} of the image. Crop the image to the part you want, or remove it.",
+                f"the bucket cuts away {_percent(lost)} of the image. Crop the image to the part you want, or remove it.",
             )
         elif lost > CROP_WARN:
-            problems.warning(r.path, f"{w}x{h} in bucket {bw}x{bh}: {lost:.0%} of the image is cut away.")
+            problems.warning(
+                r.path, f"{w}x{h} in bucket {bw}x{bh}: {_percent(lost)} of the image is cut away."
+            )
+
+
+def _percent(x: float) -> str:
+    return f"{x:.1%}" if x > 0.99 else f"{x:.0%}"
 
 
 def _ratio(w: int, h: int) -> str:
