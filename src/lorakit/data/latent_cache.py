@@ -152,7 +152,7 @@ def check_cacheable(group: DatasetGroup) -> None:
 @torch.no_grad()
 def _encode(vae, images: list[np.ndarray]) -> np.ndarray:
     param = next(vae.parameters())
-    x = torch.stack([torch.from_numpy(a).permute(2, 0, 1) for a in images]).to(param.device, torch.float32)
+    x = torch.tensor(np.stack(images)).permute(0, 3, 1, 2).to(param.device, torch.float32)
     x = (x / 127.5 - 1.0).to(param.dtype)
     latents = vae.encode(x).latent_dist.mode().float()
     if not torch.isfinite(latents).all():
