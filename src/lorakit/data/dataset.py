@@ -82,6 +82,7 @@ class Batch:
     custom_attributes: list[dict]
     epoch: int
     index: int
+    text_outputs: dict[str, torch.Tensor] | None = None  # cached text-encoder outputs, batch first
 
 
 @dataclass
@@ -150,6 +151,7 @@ class DatasetGroup:
         self.prior_loss_weight = prior_loss_weight
         self.max_train_steps = max_train_steps
         self.latents: dict[tuple[int, int], object] = {}  # (dataset, record) -> latent_cache.LatentEntry
+        self.text_outputs: dict[tuple[int, int], object] = {}  # (dataset, record) -> text_cache.TextEntry
 
     # ---- sizes -------------------------------------------------------------------------------
     @property
@@ -274,6 +276,10 @@ class DatasetGroup:
             regs.append(record.is_reg)
             attrs.append(record.subset.custom_attributes)
         n = len(ref.items)
+        text = None
+        if ref.items and all((ref.dataset, i) in self.text_outputs for i in ref.items):
+            per_item = [self.text_outputs[(ref.dataset, i)].load() for i in ref.items]
+            text = {k: torch.stack([torch.tensor(o[k]) for o in per_item]) for k in per_item[0]}
         return Batch(
             captions=captions,
             loss_weights=torch.tensor(weights, dtype=torch.float32),
@@ -290,6 +296,7 @@ class DatasetGroup:
             custom_attributes=attrs,
             epoch=ref.epoch,
             index=ref.index,
+            text_outputs=text,
         )
 
     def iter_epoch(self, epoch: int, start: int = 0):
@@ -316,6 +323,12 @@ class DatasetGroup:
         from .latent_cache import cache_latents
 
         return cache_latents(self, vae, **kwargs)
+
+    def cache_text_outputs(self, encode, encoder_id: str, **kwargs):
+        """Encode each distinct caption once (see `text_cache.cache_text_outputs`)."""
+        from .text_cache import cache_text_outputs
+
+        return cache_text_outputs(self, encode, encoder_id, **kwargs)
 
     def bucket_histogram(self) -> dict[tuple[int, int], int]:
         """Images x repeats per bucket, over all datasets."""
