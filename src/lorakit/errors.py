@@ -19,3 +19,7 @@ class ConfigError(LorakitError):
 
 class NetworkError(LorakitError):
     """A LoRA/LyCORIS network that cannot be built, read or applied as asked."""
+
+
+class DatasetError(LorakitError):
+    """A dataset, dataset config or caption file that lorakit cannot train on as it is."""

@@ -15,6 +15,9 @@ from ..errors import LorakitError
 COMMANDS = {
     "inspect": "inspect_cmd",
     "convert": "convert_cmd",
+    "dataset": "dataset_cmd",
+    "prep": "prep_cmd",
+    "tags": "tags_cmd",
 }
 
 

@@ -1,0 +1,87 @@
+"""`lorakit prep resize SRC DST`: shrink and crop images for training, captions kept beside them."""
+
+from __future__ import annotations
+
+import argparse
+
+SHOW_FILES = 20
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "prep",
+        help="Prepare images for training (resize and crop into a new folder).",
+        description="Prepare training images. The source folder is never changed.",
+    )
+    psub = p.add_subparsers(dest="prep_command", metavar="ACTION", title="actions")
+    r = psub.add_parser(
+        "resize",
+        help="Shrink images to a maximum size and crop them to multiples of 64, into a new folder.",
+        description="Copy a folder of images into a new folder, shrinking every image whose area is larger "
+        "than --max (the shape is kept) and cutting each side down to a multiple of --divisible "
+        "(centre crop). Small images are never enlarged. File names stay the same, subfolders (like "
+        "10_name) are kept, and caption files and other files are copied beside the images.",
+    )
+    r.add_argument("src", help="Folder with the original images.")
+    r.add_argument("dst", help="New folder for the resized images (must be outside SRC).")
+    r.add_argument(
+        "--max",
+        default="512x512",
+        help="Largest size as width x height, e.g. 1024x1024. Only the area counts. Default: 512x512.",
+    )
+    r.add_argument(
+        "--divisible", type=int, default=64, help="Width and height become multiples of this. Default: 64."
+    )
+    r.add_argument(
+        "--interpolation",
+        choices=["area", "lanczos", "bicubic", "bilinear", "nearest"],
+        help="How pixels are combined when shrinking. Default: area (sharp and clean).",
+    )
+    r.add_argument(
+        "--format",
+        choices=["png", "jpg", "webp"],
+        help="Save every image in this format. Default: keep each format.",
+    )
+    r.add_argument(
+        "--background",
+        default="white",
+        help="Colour put behind transparent parts when saving as JPEG. Default: white.",
+    )
+    r.add_argument("--overwrite", action="store_true", help="Replace files that already exist in DST.")
+    r.set_defaults(run=run_resize)
+    p.set_defaults(run=lambda args: (p.print_help(), 1)[1])
+
+
+def run_resize(args: argparse.Namespace) -> int:
+    from ..data.prep import parse_size, resize_folder
+    from ..data.schema import KEYS
+    from ..errors import DatasetError
+
+    try:
+        background = KEYS["alpha_background"].parse(args.background)
+    except ValueError as e:
+        raise DatasetError(f"--background {e}") from None
+    result = resize_folder(
+        args.src,
+        args.dst,
+        max_size=parse_size(args.max),
+        divisible=args.divisible,
+        interpolation=args.interpolation,
+        fmt=args.format,
+        background=background,
+        overwrite=args.overwrite,
+    )
+    shrunk = sum(1 for _, _, old, new in result.resized if old != new)
+    print(
+        f"{len(result.resized)} images written to {args.dst} ({shrunk} changed in size), {len(result.copied)} other files copied."
+    )
+    changed = [(path, old, new) for path, _, old, new in result.resized if old != new]
+    for path, old, new in changed[:SHOW_FILES]:
+        print(f"  {path}: {old[0]}x{old[1]} -> {new[0]}x{new[1]}")
+    if len(changed) > SHOW_FILES:
+        print(f"  ... and {len(changed) - SHOW_FILES} more")
+    for path, why in result.skipped:
+        print(f"  skipped {path}: {why}")
+    for path, why in result.failed:
+        print(f"  FAILED {path}: {why}")
+    return 1 if result.failed else 0

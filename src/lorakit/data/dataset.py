@@ -1,0 +1,433 @@
+"""The dataset the training loop consumes: records in buckets, a reproducible order per epoch,
+and batches of images (or cached latents) with their processed captions.
+
+Randomness never comes from a global generator: the order of epoch `e` is drawn from
+(seed, e) and each sample's augmentation and caption from (seed, e, batch, slot). A run resumed
+at batch k of epoch e therefore sees exactly the batches the first run would have seen, and data
+loader workers need no shared state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DatasetError
+from .augment import color_aug, face_crop, flip
+from .buckets import BucketSelector, crop_offset, resize_and_crop
+from .captions import process_caption
+from .config import DataConfig, DatasetConfig
+from .images import load_image
+from .problems import Problems
+from .records import ImageRecord, assign_buckets, loop_regularization, split_validation, subset_records
+
+
+@dataclass
+class Dataset:
+    """One `[[datasets]]`: its records and its buckets (record indices, repeated)."""
+
+    config: DatasetConfig
+    resolution: tuple[int, int]
+    records: list[ImageRecord]
+    buckets: dict[tuple[int, int], list[int]]
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.batch_size
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return sum(math.ceil(len(items) / self.batch_size) for items in self.buckets.values())
+
+    @property
+    def uses_alpha_mask(self) -> bool:
+        return any(s.alpha_mask for s in self.config.subsets)
+
+
+@dataclass(frozen=True)
+class BatchRef:
+    """Which images form batch `index` of `epoch` (indices into `Dataset.records`)."""
+
+    epoch: int
+    index: int
+    dataset: int
+    reso: tuple[int, int]
+    items: tuple[int, ...]
+
+
+@dataclass
+class Batch:
+    """One training step's inputs. `latents` are the VAE's raw output (not yet multiplied by
+    `vae.config.scaling_factor`), as in sd-scripts' cache files. Sizes are (height, width)."""
+
+    captions: list[str]
+    loss_weights: torch.Tensor  # (B,) 1.0, or prior_loss_weight for regularization images
+    images: torch.Tensor | None  # (B, 3, H, W) in [-1, 1], when latents are not cached
+    latents: torch.Tensor | None  # (B, C, H/f, W/f)
+    alpha_masks: torch.Tensor | None  # (B, 1, H, W) in [0, 1]; only when a subset sets alpha_mask
+    original_sizes_hw: torch.Tensor  # (B, 2) SDXL conditioning: size of the source image
+    crop_top_lefts: torch.Tensor  # (B, 2) pixels cut from the top and left of the scaled image
+    target_sizes_hw: torch.Tensor  # (B, 2) the bucket
+    network_multiplier: float
+    paths: list[Path]
+    flipped: list[bool]
+    is_reg: list[bool]
+    custom_attributes: list[dict]
+    epoch: int
+    index: int
+    text_outputs: dict[str, torch.Tensor] | None = None  # cached text-encoder outputs, batch first
+
+
+@dataclass
+class DataState:
+    """Where the data stood when a training state was saved; stored with the state for resume."""
+
+    seed: int
+    epoch: int  # the epoch in progress, counting from 1
+    batches_done: int  # batches of that epoch already trained
+    fingerprint: str  # changes when images, repeats, buckets or batch sizes change
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DataState:
+        return cls(**{k: d[k] for k in ("seed", "epoch", "batches_done", "fingerprint")})
+
+
+@dataclass
+class Sample:
+    rgb: np.ndarray | None  # (H, W, 3) uint8, after crop, colour augmentation and flip
+    mask: np.ndarray | None
+    original_size: tuple[int, int]  # (w, h)
+    crop_left_top: tuple[int, int]  # after the flip
+    flipped: bool
+
+
+def prepare_image(record: ImageRecord, rng: random.Random, flipped: bool, augment: bool = True) -> Sample:
+    """Load, scale, crop (centre/random/face), colour-augment and flip one image for its bucket."""
+    subset = record.subset
+    rgb, mask = load_image(record.path, subset.alpha_mask, subset.alpha_background)
+    h, w = rgb.shape[:2]
+    choice = record.bucket
+    if record.face is not None and subset.face_crop_aug_range is not None:
+        rgb, mask, resized, (left, top) = face_crop(
+            rgb, mask, record.face, choice.reso, subset.face_crop_aug_range, subset.random_crop, rng
+        )
+    else:
+        resized = choice.resized_size
+        left, top = crop_offset(resized, choice.reso, subset.random_crop, rng)
+        rgb, mask = resize_and_crop(rgb, mask, choice, (left, top), subset.resize_interpolation)
+    if augment and subset.color_aug:
+        rgb = color_aug(rgb, rng)
+    if flipped:
+        rgb = flip(rgb)
+        mask = None if mask is None else np.ascontiguousarray(mask[:, ::-1])
+        left = resized[0] - left - choice.reso[0]
+    return Sample(rgb, mask, (w, h), (left, top), flipped)
+
+
+class DatasetGroup:
+    """All datasets of a run. Build it with `build_datasets`."""
+
+    def __init__(
+        self,
+        datasets: list[Dataset],
+        problems: Problems,
+        seed: int = 0,
+        prior_loss_weight: float = 1.0,
+        max_train_steps: int | None = None,
+    ):
+        self.datasets = datasets
+        self.problems = problems
+        self.seed = seed
+        self.prior_loss_weight = prior_loss_weight
+        self.max_train_steps = max_train_steps
+        self.latents: dict[tuple[int, int], object] = {}  # (dataset, record) -> latent_cache.LatentEntry
+        self.text_outputs: dict[tuple[int, int], object] = {}  # (dataset, record) -> text_cache.TextEntry
+
+    # ---- sizes -------------------------------------------------------------------------------
+    @property
+    def steps_per_epoch(self) -> int:
+        """Batches per epoch: per bucket, ceil(images x repeats / batch size), summed."""
+        return sum(ds.steps_per_epoch for ds in self.datasets)
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def records(self):
+        """(dataset index, record index, record) of every image."""
+        for d, ds in enumerate(self.datasets):
+            for i, r in enumerate(ds.records):
+                yield d, i, r
+
+    @property
+    def num_train_images(self) -> int:
+        return sum(1 for _, _, r in self.records() if not r.is_reg)
+
+    @property
+    def num_reg_images(self) -> int:
+        return sum(1 for _, _, r in self.records() if r.is_reg)
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for ds in self.datasets:
+            h.update(repr((ds.resolution, ds.batch_size)).encode())
+            for r in ds.records:
+                h.update(repr((str(r.path), r.num_repeats, r.bucket.reso, r.is_reg)).encode())
+        return h.hexdigest()[:16]
+
+    # ---- order -------------------------------------------------------------------------------
+    def epoch_batches(self, epoch: int) -> list[BatchRef]:
+        """The batches of `epoch` (counting from 1), in training order. Each batch comes from a
+        single bucket of a single dataset; the order depends only on (seed, epoch)."""
+        if epoch < 1:
+            raise ValueError("epochs count from 1")
+        rng = random.Random(f"lorakit-order:{self.seed}:{epoch}")
+        batches = []
+        for d, ds in enumerate(self.datasets):
+            for reso in sorted(ds.buckets):
+                items = list(ds.buckets[reso])
+                rng.shuffle(items)
+                for k in range(0, len(items), ds.batch_size):
+                    batches.append((d, reso, tuple(items[k : k + ds.batch_size])))
+        rng.shuffle(batches)
+        return [BatchRef(epoch, i, d, reso, items) for i, (d, reso, items) in enumerate(batches)]
+
+    def state(self, epoch: int, batches_done: int) -> DataState:
+        return DataState(self.seed, epoch, batches_done, self.fingerprint())
+
+    def resume_position(self, state: DataState | dict, strict: bool = True) -> tuple[int, int]:
+        """(epoch, first batch) to continue from. With `strict`, a changed dataset is an error,
+        because the saved position would point into a different order."""
+        if isinstance(state, dict):
+            state = DataState.from_dict(state)
+        if strict and (state.fingerprint != self.fingerprint() or state.seed != self.seed):
+            raise DatasetError(
+                "the dataset (images, repeats, buckets, batch size or seed) changed since the training "
+                "state was saved, so the saved position in the epoch means other images now. Resume with "
+                "the same dataset and seed, or start a new run."
+            )
+        epoch, done = state.epoch, state.batches_done
+        if done >= self.steps_per_epoch:
+            epoch, done = epoch + 1, 0
+        return epoch, done
+
+    # ---- loading -----------------------------------------------------------------------------
+    def _sample_rng(self, ref: BatchRef, slot: int) -> random.Random:
+        return random.Random(f"lorakit-sample:{self.seed}:{ref.epoch}:{ref.index}:{slot}")
+
+    def caption(self, ref: BatchRef, slot: int, step: int | None = None) -> str:
+        """The processed caption of one batch slot (the same every time it is asked for)."""
+        ds = self.datasets[ref.dataset]
+        record = ds.records[ref.items[slot]]
+        rng = random.Random(f"lorakit-caption:{self.seed}:{ref.epoch}:{ref.index}:{slot}")
+        if step is None:
+            step = (ref.epoch - 1) * self.steps_per_epoch + ref.index
+        return process_caption(record.caption, record.subset, rng, ref.epoch, step, self.max_train_steps)
+
+    def load_batch(self, ref: BatchRef, step: int | None = None) -> Batch:
+        """Everything the training step needs for `ref`. `step` (for token warm-up) defaults to
+        the number of batches before this one."""
+        ds = self.datasets[ref.dataset]
+        use_latents = all((ref.dataset, i) in self.latents for i in ref.items)
+        images, latents, masks = [], [], []
+        originals, crops, flips, paths, captions, weights, regs, attrs = [], [], [], [], [], [], [], []
+        for slot, i in enumerate(ref.items):
+            record = ds.records[i]
+            rng = self._sample_rng(ref, slot)
+            flipped = record.subset.flip_aug and rng.random() < 0.5
+            if use_latents:
+                cached = self.latents[(ref.dataset, i)].load()
+                if flipped and cached.latents_flipped is None:
+                    raise DatasetError(
+                        f"{record.path}: the latent cache has no flipped latents; cache again with flip_aug on."
+                    )
+                latents.append(torch.as_tensor(cached.latents_flipped if flipped else cached.latents))
+                mask = cached.alpha_mask
+                if mask is not None and flipped:
+                    mask = np.ascontiguousarray(mask[:, ::-1])
+                left, top = cached.crop_ltrb[:2]
+                if flipped:
+                    left = record.bucket.resized_size[0] - left - ref.reso[0]
+                original = tuple(cached.original_size)
+            else:
+                sample = prepare_image(record, rng, flipped)
+                images.append(torch.tensor(sample.rgb).permute(2, 0, 1).float() / 127.5 - 1.0)
+                mask, (left, top), original = sample.mask, sample.crop_left_top, sample.original_size
+            if ds.uses_alpha_mask:
+                bw, bh = ref.reso
+                masks.append(
+                    torch.tensor(np.asarray(mask, np.float32)) if mask is not None else torch.ones(bh, bw)
+                )
+            originals.append((original[1], original[0]))
+            crops.append((top, left))
+            flips.append(flipped)
+            paths.append(record.path)
+            captions.append(self.caption(ref, slot, step))
+            weights.append(self.prior_loss_weight if record.is_reg else 1.0)
+            regs.append(record.is_reg)
+            attrs.append(record.subset.custom_attributes)
+        n = len(ref.items)
+        text = None
+        if ref.items and all((ref.dataset, i) in self.text_outputs for i in ref.items):
+            per_item = [self.text_outputs[(ref.dataset, i)].load() for i in ref.items]
+            text = {k: torch.stack([torch.tensor(o[k]) for o in per_item]) for k in per_item[0]}
+        return Batch(
+            captions=captions,
+            loss_weights=torch.tensor(weights, dtype=torch.float32),
+            images=torch.stack(images) if images else None,
+            latents=torch.stack(latents) if latents else None,
+            alpha_masks=torch.stack(masks).unsqueeze(1) if masks else None,
+            original_sizes_hw=torch.tensor(originals, dtype=torch.long),
+            crop_top_lefts=torch.tensor(crops, dtype=torch.long),
+            target_sizes_hw=torch.tensor([(ref.reso[1], ref.reso[0])] * n, dtype=torch.long),
+            network_multiplier=ds.config.network_multiplier,
+            paths=paths,
+            flipped=flips,
+            is_reg=regs,
+            custom_attributes=attrs,
+            epoch=ref.epoch,
+            index=ref.index,
+            text_outputs=text,
+        )
+
+    def iter_epoch(self, epoch: int, start: int = 0):
+        """Batches of `epoch` from batch `start` on (start > 0 when resuming mid-epoch)."""
+        for ref in self.epoch_batches(epoch)[start:]:
+            yield self.load_batch(ref)
+
+    def loader(
+        self, epoch: int, start: int = 0, num_workers: int = 0, **kwargs
+    ) -> torch.utils.data.DataLoader:
+        """A DataLoader over the batches of `epoch` from `start`; workers load images in parallel."""
+        refs = self.epoch_batches(epoch)[start:]
+        return torch.utils.data.DataLoader(
+            _Batches(self, refs),
+            batch_size=None,
+            shuffle=False,
+            num_workers=num_workers,
+            collate_fn=_identity,
+            **kwargs,
+        )
+
+    def cache_latents(self, vae, **kwargs):
+        """Encode every image once with `vae` (see `latent_cache.cache_latents`)."""
+        from .latent_cache import cache_latents
+
+        return cache_latents(self, vae, **kwargs)
+
+    def cache_text_outputs(self, encode, encoder_id: str, **kwargs):
+        """Encode each distinct caption once (see `text_cache.cache_text_outputs`)."""
+        from .text_cache import cache_text_outputs
+
+        return cache_text_outputs(self, encode, encoder_id, **kwargs)
+
+    def bucket_histogram(self) -> dict[tuple[int, int], int]:
+        """Images x repeats per bucket, over all datasets."""
+        hist: Counter = Counter()
+        for ds in self.datasets:
+            for reso, items in ds.buckets.items():
+                hist[reso] += len(items)
+        return dict(sorted(hist.items()))
+
+
+class _Batches(torch.utils.data.Dataset):
+    def __init__(self, group: DatasetGroup, refs: list[BatchRef]):
+        self.group, self.refs = group, refs
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __getitem__(self, i: int) -> Batch:
+        return self.group.load_batch(self.refs[i])
+
+
+def _identity(x):
+    return x
+
+
+def _resolution_problems(ds: Dataset, name: str, problems: Problems) -> None:
+    for w, h in ds.buckets:
+        if w % 8 or h % 8:
+            problems.error(
+                None,
+                f"{name}: bucket {w}x{h} is not a multiple of 8, which the VAE needs; use a resolution "
+                "and bucket_reso_steps that are multiples of 64.",
+            )
+            break
+    if ds.config.enable_bucket and ds.config.bucket_reso_steps % 64:
+        problems.note(
+            None,
+            f"{name}: bucket_reso_steps {ds.config.bucket_reso_steps} is not a multiple of 64 (the usual value)",
+        )
+
+
+def build_datasets(
+    config: DataConfig,
+    *,
+    resolution: tuple[int, int] | int | None = None,
+    prior_loss_weight: float = 1.0,
+    seed: int = 0,
+    max_train_steps: int | None = None,
+    verify_images: bool = True,
+    split: str = "train",
+    strict: bool = True,
+) -> DatasetGroup:
+    """Find and check every image and caption, assign buckets, loop regularization images.
+
+    `resolution` is used by datasets that do not set one (the model's native size). `split` is
+    "train" or "validation" (the part `validation_split` holds out). With `strict`, any error
+    raises one `DatasetError` listing them all; otherwise they stay in `group.problems`.
+    """
+    if split not in ("train", "validation"):
+        raise ValueError("split must be 'train' or 'validation'")
+    if isinstance(resolution, int):
+        resolution = (resolution, resolution)
+    problems = Problems(config.problems)
+    if not config.datasets and not problems.errors:
+        problems.error(None, f"no datasets in {config.source}")
+    datasets = []
+    for ds_config in config.datasets:
+        name = ds_config.name or "dataset"
+        reso = ds_config.resolution or resolution
+        if reso is None:
+            raise DatasetError(f"{name}: no resolution set; add resolution = 512 (or [width, height]).")
+        records: list[ImageRecord] = []
+        for subset in ds_config.subsets:
+            records += subset_records(subset, problems, verify_images)
+        seed_v = ds_config.validation_seed if ds_config.validation_seed is not None else seed
+        records = split_validation(records, ds_config.validation_split, seed_v, split)
+        if split == "validation":
+            records = [r for r in records if not r.is_reg]
+        selector = BucketSelector(
+            reso,
+            ds_config.min_bucket_reso,
+            ds_config.max_bucket_reso,
+            ds_config.bucket_reso_steps,
+            ds_config.bucket_no_upscale,
+            ds_config.enable_bucket,
+        )
+        assign_buckets(records, selector, problems)
+        if records and all(r.is_reg for r in records):
+            problems.error(None, f"{name}: has only regularization images; add training images.")
+        loop_regularization(records)
+        buckets: dict[tuple[int, int], list[int]] = {}
+        for i, r in enumerate(records):
+            buckets.setdefault(r.bucket.reso, []).extend([i] * r.num_repeats)
+        ds = Dataset(ds_config, reso, records, dict(sorted(buckets.items())))
+        _resolution_problems(ds, name, problems)
+        datasets.append(ds)
+    group = DatasetGroup(datasets, problems, seed, prior_loss_weight, max_train_steps)
+    if strict:
+        problems.raise_if_errors(config.source or "the dataset")
+        if group.steps_per_epoch == 0:
+            raise DatasetError(f"{config.source}: no images to train on.")
+    return group
