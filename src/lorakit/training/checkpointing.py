@@ -79,7 +79,10 @@ def save_state(
 ) -> Path:
     with atomic_path(folder) as tmp:
         tmp.mkdir()
-        save_file({k: v.detach().contiguous() for k, v in network.state_dict().items()}, str(tmp / "network.safetensors"))
+        save_file(
+            {k: v.detach().contiguous() for k, v in network.state_dict().items()},
+            str(tmp / "network.safetensors"),
+        )
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(
@@ -115,7 +118,12 @@ def find_latest_state(output_dir: Path, name: str) -> Path | None:
         return None
     for folder in output_dir.iterdir():
         info = folder / "train_state.json"
-        if folder.is_dir() and folder.name.startswith(name) and folder.name.endswith("-state") and info.exists():
+        if (
+            folder.is_dir()
+            and folder.name.startswith(name)
+            and folder.name.endswith("-state")
+            and info.exists()
+        ):
             step = json.loads(info.read_text()).get("current_step", -1)
             if step > best_step:
                 best, best_step = folder, step
@@ -129,7 +137,7 @@ def load_state(
     if not info.exists():
         raise LorakitError(
             f"{folder} is not a lorakit training state (no train_state.json). Pass a folder named "
-            "NAME-NNNNNN-state from the output folder, or resume = \"auto\"."
+            'NAME-NNNNNN-state from the output folder, or resume = "auto".'
         )
     meta = json.loads(info.read_text())
     network.load_state_dict(load_file(str(folder / "network.safetensors")))
@@ -142,4 +150,6 @@ def load_state(
     np.random.set_state(rng["numpy"])
     random.setstate(rng["python"])
     generator.set_state(rng["generator"])
-    return TrainState(meta["current_epoch"], meta["current_step"], meta["batches_done"], meta["data"], meta["extra"])
+    return TrainState(
+        meta["current_epoch"], meta["current_step"], meta["batches_done"], meta["data"], meta["extra"]
+    )

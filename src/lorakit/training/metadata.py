@@ -109,7 +109,9 @@ def tag_frequency(group) -> dict[str, dict[str, int]]:
         if record.is_reg:
             continue
         folder = record.path.parent.name
-        tags = [t.strip().lower() for t in str(record.caption or "").replace("\n", ",").split(",") if t.strip()]
+        tags = [
+            t.strip().lower() for t in str(record.caption or "").replace("\n", ",").split(",") if t.strip()
+        ]
         out.setdefault(folder, Counter()).update(tags)
     return {k: dict(v) for k, v in out.items()}
 

@@ -62,7 +62,11 @@ def format_steps(plan: StepPlan) -> list[str]:
         + (
             f" ({plan.batches_per_epoch} batches"
             + (f" / {plan.num_processes} processes" if plan.num_processes > 1 else "")
-            + (f" / {plan.gradient_accumulation_steps} accumulated" if plan.gradient_accumulation_steps > 1 else "")
+            + (
+                f" / {plan.gradient_accumulation_steps} accumulated"
+                if plan.gradient_accumulation_steps > 1
+                else ""
+            )
             + ")"
         ),
         f"epochs:           {plan.epochs}",
@@ -73,7 +77,9 @@ def format_steps(plan: StepPlan) -> list[str]:
     return lines
 
 
-def check_settings(config, plan: StepPlan, family_is_xl: bool, train_images: int, optimizer_notes: list[str]) -> list[str]:
+def check_settings(
+    config, plan: StepPlan, family_is_xl: bool, train_images: int, optimizer_notes: list[str]
+) -> list[str]:
     """Settings that are allowed but usually a mistake, each with what to do."""
     warnings = list(optimizer_notes)
     dim, alpha = config.network_dim, config.network_alpha
@@ -84,7 +90,9 @@ def check_settings(config, plan: StepPlan, family_is_xl: bool, train_images: int
         )
     lr = config.unet_lr or config.learning_rate
     if not is_adaptive(config.optimizer_type) and lr and lr >= 1e-2:
-        warnings.append(f"learning rate {lr:g} is very high for {config.optimizer_type}; LoRA usually uses 1e-4 to 5e-4.")
+        warnings.append(
+            f"learning rate {lr:g} is very high for {config.optimizer_type}; LoRA usually uses 1e-4 to 5e-4."
+        )
     if config.mixed_precision == "fp16" and family_is_xl and not config.no_half_vae:
         warnings.append(
             "fp16 with the SDXL VAE gives NaN (black images). lorakit keeps the VAE in fp32 for you; set "
@@ -96,7 +104,9 @@ def check_settings(config, plan: StepPlan, family_is_xl: bool, train_images: int
             "1500-4000 steps. Lower repeats or epochs."
         )
     if config.network_train_unet_only and config.network_train_text_encoder_only:
-        warnings.append("network_train_unet_only and network_train_text_encoder_only are both set; nothing would train.")
+        warnings.append(
+            "network_train_unet_only and network_train_text_encoder_only are both set; nothing would train."
+        )
     if config.clip_skip and config.clip_skip > 1 and family_is_xl:
         warnings.append("clip_skip is ignored for SDXL (it always uses the penultimate layer).")
     if config.cache_latents and (config.color_aug or config.random_crop):
@@ -107,7 +117,14 @@ def check_settings(config, plan: StepPlan, family_is_xl: bool, train_images: int
     return warnings
 
 
-def estimate_memory_gb(base_params: int, base_bytes_per_param: int, trainable: int, batch: int, resolution: int, checkpointing: bool) -> float:
+def estimate_memory_gb(
+    base_params: int,
+    base_bytes_per_param: int,
+    trainable: int,
+    batch: int,
+    resolution: int,
+    checkpointing: bool,
+) -> float:
     """A rough figure (weights, gradients, Adam state, activations) to spot an impossible setup."""
     weights = base_params * base_bytes_per_param
     training = trainable * (4 + 4 + 8)

@@ -66,7 +66,9 @@ def _accelerator(config: TrainConfig):
 
     cuda = torch.cuda.is_available()
     if config.mixed_precision == "fp16" and not cuda:
-        raise ConfigError("mixed_precision = \"fp16\" needs an NVIDIA GPU. On a CPU use \"bf16\" (faster there) or \"no\".")
+        raise ConfigError(
+            'mixed_precision = "fp16" needs an NVIDIA GPU. On a CPU use "bf16" (faster there) or "no".'
+        )
     return Accelerator(mixed_precision=config.mixed_precision, cpu=not cuda)
 
 
@@ -78,7 +80,9 @@ def load_base(config: TrainConfig, device, log):
     from ..models.load import load_model
 
     if not config.pretrained_model_name_or_path:
-        raise ConfigError("no base model: set pretrained_model_name_or_path (a .safetensors/.ckpt file or diffusers folder).")
+        raise ConfigError(
+            "no base model: set pretrained_model_name_or_path (a .safetensors/.ckpt file or diffusers folder)."
+        )
     model = load_model(
         config.pretrained_model_name_or_path,
         vae=config.vae,
@@ -86,12 +90,17 @@ def load_base(config: TrainConfig, device, log):
         dtype=torch.float32,
     )
     if config.sdxl and not model.family.is_xl:
-        raise ConfigError(f"sdxl = true, but {config.pretrained_model_name_or_path} is a {model.family.label} model.")
+        raise ConfigError(
+            f"sdxl = true, but {config.pretrained_model_name_or_path} is a {model.family.label} model."
+        )
     dtype = _weight_dtype(config)
     keep_vae_fp32 = config.no_half_vae or (model.family.is_xl and dtype == torch.float16)
     for name, module in model.components.items():
         module.requires_grad_(False).eval()
-        module.to(device, dtype=torch.float32 if name == "vae" and keep_vae_fp32 else dtype)
+        wanted = torch.float32 if name == "vae" and keep_vae_fp32 else dtype
+        module.to(device)
+        if next(module.parameters()).dtype != wanted:
+            module.to(wanted)
     log(f"model: {model.family.label}, {model.prediction_type} prediction, native {model.resolution}px")
     return model
 
@@ -137,7 +146,9 @@ def build_data(config: TrainConfig, model, seed: int, log):
     from ..data import build_datasets
 
     data = data_config(config)
-    group = build_datasets(data, resolution=model.resolution, prior_loss_weight=config.prior_loss_weight, seed=seed)
+    group = build_datasets(
+        data, resolution=model.resolution, prior_loss_weight=config.prior_loss_weight, seed=seed
+    )
     validation = None
     if any(ds.validation_split for ds in data.datasets):
         validation = build_datasets(
@@ -163,7 +174,10 @@ def build_network(config: TrainConfig, model, log):
     )
     if config.network_weights:
         missing = network.load_weights(config.network_weights, strict=False)
-        log(f"continuing from {config.network_weights}" + (f" ({len(missing)} new tensors)" if missing else ""))
+        log(
+            f"continuing from {config.network_weights}"
+            + (f" ({len(missing)} new tensors)" if missing else "")
+        )
     network.apply_to()
     return network
 
@@ -195,11 +209,15 @@ def _added_conditioning(model, batch, pooled, dtype):
         return None
     from ..models.conditioning import sdxl_time_ids
 
-    ids = sdxl_time_ids(batch.original_sizes_hw.tolist(), batch.crop_top_lefts.tolist(), batch.target_sizes_hw.tolist())
+    ids = sdxl_time_ids(
+        batch.original_sizes_hw.tolist(), batch.crop_top_lefts.tolist(), batch.target_sizes_hw.tolist()
+    )
     return {"text_embeds": pooled.to(dtype), "time_ids": ids.to(pooled.device, dtype)}
 
 
-def step_loss(model, network, batch, scheduler, noise_options, loss_options, config, generator, train_text, unet_dtype):
+def step_loss(
+    model, network, batch, scheduler, noise_options, loss_options, config, generator, train_text, unet_dtype
+):
     """The loss of one batch (a scalar tensor with gradients into the network)."""
     latents = _latents(model, batch, generator).to(unet_dtype)
     hidden, pooled = _conditioning(model, batch.captions, config, train_text)
@@ -208,8 +226,13 @@ def step_loss(model, network, batch, scheduler, noise_options, loss_options, con
     pred = model.unet(noisy.to(unet_dtype), timesteps, hidden.to(unet_dtype), added_cond_kwargs=added).sample
     mask = batch.alpha_masks if batch.alpha_masks is not None else None
     return training_loss(
-        pred.float(), target(scheduler, latents.float(), noise, timesteps), timesteps, scheduler, loss_options,
-        sample_weights=batch.loss_weights, mask=mask,
+        pred.float(),
+        target(scheduler, latents.float(), noise, timesteps),
+        timesteps,
+        scheduler,
+        loss_options,
+        sample_weights=batch.loss_weights,
+        mask=mask,
     )
 
 
@@ -234,8 +257,21 @@ def validation_loss(model, group, scheduler, config, loss_options, seed, acceler
                 noise = torch.randn(latents.shape, generator=generator).to(latents)
                 noisy = scheduler.add_noise(latents, noise, timesteps)
                 added = _added_conditioning(model, batch, pooled, unet_dtype)
-                pred = model.unet(noisy.to(unet_dtype), timesteps.to(latents.device), hidden.to(unet_dtype), added_cond_kwargs=added).sample
-                losses.append(training_loss(pred.float(), target(scheduler, latents, noise, timesteps), timesteps, scheduler, loss_options).item())
+                pred = model.unet(
+                    noisy.to(unet_dtype),
+                    timesteps.to(latents.device),
+                    hidden.to(unet_dtype),
+                    added_cond_kwargs=added,
+                ).sample
+                losses.append(
+                    training_loss(
+                        pred.float(),
+                        target(scheduler, latents, noise, timesteps),
+                        timesteps,
+                        scheduler,
+                        loss_options,
+                    ).item()
+                )
     return sum(losses) / len(losses) if losses else None
 
 
@@ -311,7 +347,15 @@ def train(config: TrainConfig, quiet: bool = False) -> TrainResult:
     world = accelerator.num_processes
     batches = group.steps_per_epoch
     samples = sum(len(items) for ds in group.datasets for items in ds.buckets.values())
-    plan = plan_steps(batches, samples, config.train_batch_size, config.max_train_steps, config.max_train_epochs, config.gradient_accumulation_steps, world)
+    plan = plan_steps(
+        batches,
+        samples,
+        config.train_batch_size,
+        config.max_train_steps,
+        config.max_train_epochs,
+        config.gradient_accumulation_steps,
+        world,
+    )
     groups = network.param_groups(config.unet_lr, config.text_encoder_lr, config.learning_rate)
     setup = create_optimizer(config.optimizer_type, groups, config.learning_rate, optimizer_args(config))
     scheduler_lr = create_scheduler(setup, config, plan.total_steps)
@@ -323,7 +367,14 @@ def train(config: TrainConfig, quiet: bool = False) -> TrainResult:
 
     log("", format_plan(make_plan(group)), "")
     log(*format_steps(plan))
-    memory = estimate_memory_gb(base_params, _weight_dtype(config).itemsize, trainable, config.train_batch_size, group.datasets[0].resolution[0], config.gradient_checkpointing)
+    memory = estimate_memory_gb(
+        base_params,
+        _weight_dtype(config).itemsize,
+        trainable,
+        config.train_batch_size,
+        group.datasets[0].resolution[0],
+        config.gradient_checkpointing,
+    )
     log(
         f"network:          {network.options.label}, {trainable:,} trainable parameters "
         + ", ".join(f"{n} {part}" for part, n in network.counts().items()),
@@ -336,7 +387,12 @@ def train(config: TrainConfig, quiet: bool = False) -> TrainResult:
 
     # caches
     if config.cache_latents or config.cache_latents_to_disk:
-        stats = group.cache_latents(model.vae, sdxl=model.family.is_xl, to_disk=config.cache_latents_to_disk, batch_size=config.vae_batch_size)
+        stats = group.cache_latents(
+            model.vae,
+            sdxl=model.family.is_xl,
+            to_disk=config.cache_latents_to_disk,
+            batch_size=config.vae_batch_size,
+        )
         log(f"latents: {stats.encoded} encoded, {stats.reused} reused from disk")
         if validation is not None:
             validation.cache_latents(model.vae, sdxl=model.family.is_xl, to_disk=config.cache_latents_to_disk)
@@ -348,7 +404,9 @@ def train(config: TrainConfig, quiet: bool = False) -> TrainResult:
     epoch, step, done = 1, 0, 0
     resume_dir = None
     if config.resume:
-        resume_dir = ckpt.find_latest_state(output_dir, name) if config.resume == "auto" else Path(config.resume)
+        resume_dir = (
+            ckpt.find_latest_state(output_dir, name) if config.resume == "auto" else Path(config.resume)
+        )
         if resume_dir is None:
             log(f"resume = auto: no saved state in {output_dir}; starting from the beginning.")
     if resume_dir is not None:
@@ -369,13 +427,32 @@ def train(config: TrainConfig, quiet: bool = False) -> TrainResult:
     record = RunRecord.start(
         output_dir,
         config={k: v for k, v in config.values.items()},
-        dataset={"train_images": group.num_train_images, "reg_images": group.num_reg_images, "buckets": {f"{w}x{h}": n for (w, h), n in group.bucket_histogram().items()}},
-        plan={"steps_per_epoch": plan.steps_per_epoch, "epochs": plan.epochs, "total_steps": plan.total_steps, "batch_size": config.train_batch_size, "warnings": plan.warnings},
-        model={"path": str(config.pretrained_model_name_or_path), "family": model.family.name, "prediction_type": model.prediction_type, "resolution": model.resolution},
+        dataset={
+            "train_images": group.num_train_images,
+            "reg_images": group.num_reg_images,
+            "buckets": {f"{w}x{h}": n for (w, h), n in group.bucket_histogram().items()},
+        },
+        plan={
+            "steps_per_epoch": plan.steps_per_epoch,
+            "epochs": plan.epochs,
+            "total_steps": plan.total_steps,
+            "batch_size": config.train_batch_size,
+            "warnings": plan.warnings,
+        },
+        model={
+            "path": str(config.pretrained_model_name_or_path),
+            "family": model.family.name,
+            "prediction_type": model.prediction_type,
+            "resolution": model.resolution,
+        },
     )
     if accelerator.is_main_process:
         (output_dir / f"{name}-config.toml").write_text(to_toml(config))
-    tensorboard = Scalars(Path(config.logging_dir or output_dir / "logs") if config.log_with == "tensorboard" and accelerator.is_main_process else None)
+    tensorboard = Scalars(
+        Path(config.logging_dir or output_dir / "logs")
+        if config.log_with == "tensorboard" and accelerator.is_main_process
+        else None
+    )
 
     from .metadata import new_session_id, training_metadata
 
@@ -391,23 +468,62 @@ def train(config: TrainConfig, quiet: bool = False) -> TrainResult:
         nonlocal last_saved
         if not accelerator.is_main_process:
             return path
-        meta = training_metadata(config, model, group, plan, session_id=session, started_at=started, epoch=at_epoch, step=step, model_hash=None, vae_hash=None)
-        spec = {k: v for k, v in {"title": config.metadata_title, "author": config.metadata_author, "description": config.metadata_description, "license": config.metadata_license, "tags": config.metadata_tags, "trigger_phrase": config.metadata_trigger_phrase}.items() if v}
+        meta = training_metadata(
+            config,
+            model,
+            group,
+            plan,
+            session_id=session,
+            started_at=started,
+            epoch=at_epoch,
+            step=step,
+            model_hash=None,
+            vae_hash=None,
+        )
+        spec = {
+            k: v
+            for k, v in {
+                "title": config.metadata_title,
+                "author": config.metadata_author,
+                "description": config.metadata_description,
+                "license": config.metadata_license,
+                "tags": config.metadata_tags,
+                "trigger_phrase": config.metadata_trigger_phrase,
+            }.items()
+            if v
+        }
         precision = {"float": "float", "fp16": "fp16", "bf16": "bf16"}.get(config.save_precision or "", None)
-        network.save(path, metadata=meta, precision=precision, modelspec={"title": config.metadata_title or name, **spec})
+        network.save(
+            path,
+            metadata=meta,
+            precision=precision,
+            modelspec={"title": config.metadata_title or name, **spec},
+        )
         last_saved = path
         record.add_file(str(path))
         return path
 
     def save_training_state(folder: Path, at_epoch: int, batches_done: int) -> None:
         if accelerator.is_main_process:
-            state = ckpt.TrainState(at_epoch, step, batches_done, group.state(at_epoch, batches_done).to_dict(), {"losses": losses, "guard": guard.state_dict()})
+            state = ckpt.TrainState(
+                at_epoch,
+                step,
+                batches_done,
+                group.state(at_epoch, batches_done).to_dict(),
+                {"losses": losses, "guard": guard.state_dict()},
+            )
             ckpt.save_state(folder, network, setup.optimizer, scheduler_lr, generator, state)
         accelerator.wait_for_everyone()
 
     # the loop
     log("", f"training: {plan.total_steps} steps, {plan.epochs} epochs. Output: {output_dir}")
-    progress = tqdm(total=plan.total_steps, initial=step, desc="steps", disable=not accelerator.is_main_process or quiet, dynamic_ncols=True)
+    progress = tqdm(
+        total=plan.total_steps,
+        initial=step,
+        desc="steps",
+        disable=not accelerator.is_main_process or quiet,
+        dynamic_ncols=True,
+    )
     network.train()
     status = "finished"
     accumulate = config.gradient_accumulation_steps
@@ -419,7 +535,18 @@ def train(config: TrainConfig, quiet: bool = False) -> TrainResult:
             for index in range(done, len(refs)):
                 batch = group.load_batch(refs[index], step=step)
                 with accelerator.autocast():
-                    loss = step_loss(model, network, batch, scheduler, noise_options, loss_options, config, generator, train_text, unet_dtype)
+                    loss = step_loss(
+                        model,
+                        network,
+                        batch,
+                        scheduler,
+                        noise_options,
+                        loss_options,
+                        config,
+                        generator,
+                        train_text,
+                        unet_dtype,
+                    )
                 (loss / accumulate).backward()
                 micro += 1
                 epoch_losses.append(loss.item())
@@ -448,21 +575,51 @@ def train(config: TrainConfig, quiet: bool = False) -> TrainResult:
                 for group_info, lr in zip(setup.optimizer.param_groups, lrs):
                     scalars[f"lr/{group_info.get('name', 'group')}"] = lr
                 tensorboard.log(scalars, step)
-                if config.save_every_n_steps and step % config.save_every_n_steps == 0 and step < plan.total_steps:
+                if (
+                    config.save_every_n_steps
+                    and step % config.save_every_n_steps == 0
+                    and step < plan.total_steps
+                ):
                     save_network(ckpt.step_file(output_dir, name, step, ext), epoch)
-                    ckpt.prune(output_dir, rf"{name}-step\d{{8}}\.{ext}", _steps_to_files(config.save_last_n_steps, config.save_every_n_steps))
+                    ckpt.prune(
+                        output_dir,
+                        rf"{name}-step\d{{8}}\.{ext}",
+                        _steps_to_files(config.save_last_n_steps, config.save_every_n_steps),
+                    )
                     if config.save_state:
                         save_training_state(ckpt.step_state_dir(output_dir, name, step), epoch, done)
-                        ckpt.prune(output_dir, rf"{name}-step\d{{8}}-state", _steps_to_files(config.save_last_n_steps_state, config.save_every_n_steps))
+                        ckpt.prune(
+                            output_dir,
+                            rf"{name}-step\d{{8}}-state",
+                            _steps_to_files(config.save_last_n_steps_state, config.save_every_n_steps),
+                        )
                 if step >= plan.total_steps:
                     break
 
             # end of epoch
             epoch_loss = sum(epoch_losses) / len(epoch_losses) if epoch_losses else float("nan")
             network.eval()
-            val = validation_loss(model, validation, scheduler, config, loss_options, config.validation_seed or seed, accelerator) if _validate_now(config, epoch) else None
+            val = (
+                validation_loss(
+                    model,
+                    validation,
+                    scheduler,
+                    config,
+                    loss_options,
+                    config.validation_seed or seed,
+                    accelerator,
+                )
+                if _validate_now(config, epoch)
+                else None
+            )
             network.train()
-            tensorboard.log({"loss/epoch_average": epoch_loss, **({"loss/validation/epoch_average": val} if val is not None else {})}, epoch)
+            tensorboard.log(
+                {
+                    "loss/epoch_average": epoch_loss,
+                    **({"loss/validation/epoch_average": val} if val is not None else {}),
+                },
+                epoch,
+            )
             last_epoch = step >= plan.total_steps or epoch >= plan.epochs
             file = None
             if not last_epoch and config.save_every_n_epochs and epoch % config.save_every_n_epochs == 0:
@@ -479,14 +636,20 @@ def train(config: TrainConfig, quiet: bool = False) -> TrainResult:
             if accelerator.is_main_process:
                 record.data["losses"] = losses
                 record.add_epoch(epoch, step, epoch_loss, val, str(file) if file else None)
-            log(f"epoch {epoch}/{plan.epochs}: loss {epoch_loss:.4f}" + (f", validation loss {val:.4f}" if val is not None else "") + (f", saved {file}" if file else ""))
+            log(
+                f"epoch {epoch}/{plan.epochs}: loss {epoch_loss:.4f}"
+                + (f", validation loss {val:.4f}" if val is not None else "")
+                + (f", saved {file}" if file else "")
+            )
             epoch += 1
             done = 0
     except KeyboardInterrupt:
         status = "interrupted"
         if step > 0:
             save_training_state(ckpt.final_state_dir(output_dir, name), epoch, done)
-            log(f"interrupted: state saved in {ckpt.final_state_dir(output_dir, name)}; continue with resume = \"auto\".")
+            log(
+                f'interrupted: state saved in {ckpt.final_state_dir(output_dir, name)}; continue with resume = "auto".'
+            )
         raise
     except LorakitError as error:
         status = "collapsed" if "loss became" in str(error) else "failed"
@@ -496,11 +659,31 @@ def train(config: TrainConfig, quiet: bool = False) -> TrainResult:
         progress.close()
         tensorboard.close()
 
-    plot = plot_losses(losses, record.data["epochs"], output_dir / f"{name}-loss.png") if accelerator.is_main_process else None
+    plot = (
+        plot_losses(losses, record.data["epochs"], output_dir / f"{name}-loss.png")
+        if accelerator.is_main_process
+        else None
+    )
     final = ckpt.final_file(output_dir, name, ext)
-    record.finish(status, steps=step, loss_plot=str(plot) if plot else None, final_file=str(final), seconds=round(time.time() - started, 1))
+    record.finish(
+        status,
+        steps=step,
+        loss_plot=str(plot) if plot else None,
+        final_file=str(final),
+        seconds=round(time.time() - started, 1),
+    )
     log(f"done: {final}", f"loss plot: {plot}", f"run record: {record.path}")
-    return TrainResult(output_dir, final if final.exists() else None, epoch_files, step, epoch - 1, losses, plan.total_steps, record.path, plot)
+    return TrainResult(
+        output_dir,
+        final if final.exists() else None,
+        epoch_files,
+        step,
+        epoch - 1,
+        losses,
+        plan.total_steps,
+        record.path,
+        plot,
+    )
 
 
 def _validate_now(config: TrainConfig, epoch: int) -> bool:

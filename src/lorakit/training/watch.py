@@ -16,7 +16,7 @@ from ..utils.files import atomic_path
 
 COLLAPSE_ADVICE = (
     "What to try: a lower learning rate (or unet_lr/text_encoder_lr), a smaller network_alpha, "
-    "bf16 instead of fp16 (mixed_precision = \"bf16\"), and no_half_vae = true for SDXL."
+    'bf16 instead of fp16 (mixed_precision = "bf16"), and no_half_vae = true for SDXL.'
 )
 
 
@@ -41,7 +41,9 @@ class CollapseGuard:
     def check(self, loss: float, step: int, last_saved: str | None) -> str | None:
         if not math.isfinite(loss):
             kept = f"The last good LoRA is {last_saved}." if last_saved else "No LoRA had been saved yet."
-            raise TrainingCollapsed(f"the loss became {loss} at step {step}; training stopped. {kept} {COLLAPSE_ADVICE}")
+            raise TrainingCollapsed(
+                f"the loss became {loss} at step {step}; training stopped. {kept} {COLLAPSE_ADVICE}"
+            )
         self.seen += 1
         self.ema = loss if self.ema is None else self.smoothing * self.ema + (1 - self.smoothing) * loss
         if self.seen < self.patience:
@@ -107,7 +109,9 @@ class RunRecord:
         record.write()
         return record
 
-    def add_epoch(self, epoch: int, step: int, loss: float, validation_loss: float | None, file: str | None) -> None:
+    def add_epoch(
+        self, epoch: int, step: int, loss: float, validation_loss: float | None, file: str | None
+    ) -> None:
         self.data["epochs"] = [e for e in self.data["epochs"] if e["epoch"] != epoch]
         self.data["epochs"].append(
             {"epoch": epoch, "step": step, "loss": loss, "validation_loss": validation_loss, "file": file}
