@@ -15,6 +15,7 @@ from ..errors import LorakitError
 COMMANDS = {
     "inspect": "inspect_cmd",
     "convert": "convert_cmd",
+    "train": "train_cmd",
     "dataset": "dataset_cmd",
     "prep": "prep_cmd",
     "tags": "tags_cmd",

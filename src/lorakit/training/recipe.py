@@ -44,6 +44,8 @@ class TrainResult:
     record: Path
     loss_plot: Path | None = None
     samples: list[Path] = field(default_factory=list)
+    network: torch.nn.Module | None = None  # the trained network, still applied to `model`
+    model: object | None = None
 
 
 class _Log:
@@ -683,6 +685,8 @@ def train(config: TrainConfig, quiet: bool = False) -> TrainResult:
         plan.total_steps,
         record.path,
         plot,
+        network=network,
+        model=model,
     )
 
 

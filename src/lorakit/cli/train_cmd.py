@@ -1,0 +1,81 @@
+"""`lorakit train CONFIG [--option value ...]`: train a LoRA from a TOML config."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..training.options import OPTIONS, SECTIONS
+
+_SECTION_TITLES = {
+    "model": "base model",
+    "dataset": "images and captions",
+    "network": "the LoRA network",
+    "optimizer": "optimizer and learning rate",
+    "training": "training",
+    "sampling": "preview images",
+    "saving": "saving and resuming",
+    "logging": "logging",
+}
+
+
+def add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per option of the table, grouped by section; defaults stay None so that only
+    the flags a user typed override the config file."""
+    for section in SECTIONS:
+        group = parser.add_argument_group(_SECTION_TITLES[section])
+        for option in (o for o in OPTIONS if o.section == section):
+            kwargs = {
+                "help": option.help
+                + (f" (default: {option.default})" if option.default not in (None, [], False) else ""),
+                "default": None,
+            }
+            if option.kind == "bool":
+                kwargs.update(nargs="?", const=True, metavar="true|false")
+            elif option.kind in ("list", "floats"):
+                kwargs.update(nargs="+", metavar="VALUE")
+            else:
+                kwargs["metavar"] = option.kind.upper() if option.kind != "str" else "VALUE"
+            group.add_argument(f"--{option.name}", dest=f"opt_{option.name}", **kwargs)
+
+
+def overrides(args: argparse.Namespace) -> dict:
+    out = {}
+    for option in OPTIONS:
+        value = getattr(args, f"opt_{option.name}", None)
+        if value is not None:
+            out[option.name] = value[0] if option.kind == "floats" and len(value) == 1 else value
+    return out
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        usage="lorakit train CONFIG [--print-config] [--option VALUE ...]",
+        help="Train a LoRA from a config file (lorakit or sd-scripts TOML).",
+        description="Train a LoRA (or LoCon, LoHa, LoKr, DyLoRA) on a Stable Diffusion checkpoint. CONFIG is a "
+        "TOML file: lorakit's own or the one sd-scripts takes with --config_file (lora-scripts configs work too). "
+        "Any option below given on the command line overrides the file. Before the first step lorakit prints "
+        "the plan (images, repeats, steps, memory) and warns about risky settings.",
+    )
+    p.add_argument("config", nargs="?", help="The TOML config file.")
+    p.add_argument(
+        "--print-config", action="store_true", help="Print the resolved configuration as TOML and stop."
+    )
+    p.add_argument("--quiet", action="store_true", help="Print only warnings and errors.")
+    add_option_flags(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.config import load_config, to_toml
+
+    config = load_config(args.config, overrides(args))
+    if args.print_config:
+        print(to_toml(config))
+        for key, why in config.ignored.items():
+            print(f"# ignored: {key}: {why}")
+        return 0
+    from ..training.recipe import train
+
+    result = train(config, quiet=args.quiet)
+    return 0 if result.final_file else 1
