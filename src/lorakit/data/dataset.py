@@ -354,6 +354,19 @@ def _identity(x):
     return x
 
 
+def _shrink_note(records: list[ImageRecord], reso: tuple[int, int], name: str, problems: Problems) -> None:
+    """resolution is a maximum area, not a side: say how many images it shrinks (sd-scripts #543)."""
+    shrunk = [r for r in records if r.bucket and r.bucket.resized_size[0] < r.size[0] * 0.75]
+    if shrunk:
+        r = max(shrunk, key=lambda r: r.size[0] / r.bucket.resized_size[0])
+        problems.note(
+            None,
+            f"{name}: {len(shrunk)} image(s) are scaled below 3/4 of their size to fit resolution "
+            f"{reso[0]}x{reso[1]} (an area, not a side), e.g. {r.path.name}: {r.size[0]}x{r.size[1]} -> "
+            f"bucket {r.bucket.reso[0]}x{r.bucket.reso[1]}",
+        )
+
+
 def _resolution_problems(ds: Dataset, name: str, problems: Problems) -> None:
     for w, h in ds.buckets:
         if w % 8 or h % 8:
@@ -401,7 +414,15 @@ def build_datasets(
         if reso is None:
             raise DatasetError(f"{name}: no resolution set; add resolution = 512 (or [width, height]).")
         records: list[ImageRecord] = []
+        seen_dirs: dict[Path, str] = {}
         for subset in ds_config.subsets:
+            folder = subset.image_dir.resolve() if subset.image_dir and subset.image_dir.exists() else None
+            if folder is not None and folder in seen_dirs and not subset.is_fine_tuning:
+                problems.warning(
+                    subset.image_dir, f"this folder is also {seen_dirs[folder]}: its images are used twice"
+                )
+            elif folder is not None:
+                seen_dirs[folder] = subset.name
             records += subset_records(subset, problems, verify_images)
         seed_v = ds_config.validation_seed if ds_config.validation_seed is not None else seed
         records = split_validation(records, ds_config.validation_split, seed_v, split)
@@ -416,6 +437,7 @@ def build_datasets(
             ds_config.enable_bucket,
         )
         assign_buckets(records, selector, problems)
+        _shrink_note(records, reso, name, problems)
         if records and all(r.is_reg for r in records):
             problems.error(None, f"{name}: has only regularization images; add training images.")
         loop_regularization(records)
