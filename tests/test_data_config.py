@@ -270,3 +270,11 @@ def test_resolution_is_an_area_and_the_shrink_is_reported(tmp_path):
     assert notes == [
         "[[datasets]] #1: 1 image(s) are scaled below 3/4 of their size to fit resolution 64x64 (an area, not a side), e.g. tall.png: 128x192 -> bucket 48x80"
     ]
+
+
+def test_windows_path_in_double_quotes_is_caught(tmp_path):
+    # "C:\train\new" in double quotes: TOML turns \t and \n into a tab and a line break
+    path = write(tmp_path / "win.toml", '[[datasets]]\n[[datasets.subsets]]\nimage_dir = "C:\\train\\new"\n')
+    with pytest.raises(DatasetError, match="image_dir contains a tab or line break") as e:
+        load_config(path)
+    assert "single quotes" in str(e.value)
