@@ -12,8 +12,9 @@ For the training loop:
             ...
 """
 
+from .build import build_datasets
 from .config import DataConfig, DatasetConfig, SubsetConfig, config_from_dict, load_config, parse_resolution
-from .dataset import Batch, BatchRef, Dataset, DatasetGroup, DataState, build_datasets
+from .dataset import Batch, BatchRef, Dataset, DatasetGroup, DataState
 from .discover import config_from_folders
 from .problems import Problem, Problems
 

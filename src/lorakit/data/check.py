@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DatasetError
+from .build import build_datasets
 from .captions import split_tags
 from .config import DataConfig, load_config
-from .dataset import DatasetGroup, build_datasets
+from .dataset import DatasetGroup
 from .discover import config_from_folders
 from .problems import ERROR, NOTE, WARNING, Problems
 
