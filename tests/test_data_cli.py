@@ -40,7 +40,7 @@ def test_dataset_check_prints_the_plan(tree, capsys):
     assert code == 0
     assert "resolution 64x64, batch size 2" in out
     assert "[train] 10_sks dog: 3 images x 10 repeats = 30 per epoch" in out
-    assert "captions: 2 from .txt files; 1 MISSING, class tokens 'sks dog' used instead" in out
+    assert "captions: 2 from .txt files; 1 without a caption file (class tokens 'sks dog' used)" in out
     assert "tags: 3 different; most used: sks dog 3/3, grass 2/3, sitting 1/3" in out
     # no bucketing: one 64x64 bucket with 30 samples -> ceil(30 / 2) = 15 steps
     assert "64x64" in out and "steps per epoch: 15" in out

@@ -158,7 +158,9 @@ def _caption_summary(s: SubsetPlan) -> str:
     if s.captions.get("metadata"):
         parts.append(f"{s.captions['metadata']} from the metadata file")
     if s.captions.get("class_tokens"):
-        parts.append(f"{s.captions['class_tokens']} MISSING, class tokens '{s.class_tokens}' used instead")
+        parts.append(
+            f"{s.captions['class_tokens']} without a caption file (class tokens '{s.class_tokens}' used)"
+        )
     return "; ".join(parts) or "none"
 
 
