@@ -40,7 +40,7 @@ def test_dataset_check_prints_the_plan(tree, capsys):
     assert code == 0
     assert "resolution 64x64, batch size 2" in out
     assert "[train] 10_sks dog: 3 images x 10 repeats = 30 per epoch" in out
-    assert "captions: 2 from .txt files; 1 MISSING, class tokens 'sks dog' used instead" in out
+    assert "captions: 2 from .txt files; 1 without a caption file (class tokens 'sks dog' used)" in out
     assert "tags: 3 different; most used: sks dog 3/3, grass 2/3, sitting 1/3" in out
     # no bucketing: one 64x64 bucket with 30 samples -> ceil(30 / 2) = 15 steps
     assert "64x64" in out and "steps per epoch: 15" in out
@@ -85,11 +85,13 @@ def test_prep_resize(tmp_path, capsys):
     noise_image(src / "10_a" / "alpha.png", (300, 200), 3, mode="RGBA")
     write(src / "10_a" / "big.txt", "caption of big")
     write(src / "10_a" / "big_0512x0512_sd.npz", b"old cache")
+    write(src / "10_a" / "broken.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
     before = snapshot(src)
     dst = tmp_path / "out"
     code = main(["prep", "resize", str(src), str(dst), "--max", "512x512", "--divisible", "64"])
     out = capsys.readouterr().out
-    assert code == 0
+    assert code == 1  # one image failed; the others are done
+    assert f"FAILED {src / '10_a' / 'broken.png'}:" in out
     # 1000x600 = 600000 px > 512*512 = 262144: factor sqrt(262144/600000) = 0.6610
     s = math.sqrt(262144 / 600000)
     w, h = int(1000 * s), int(600 * s)  # 661 x 396
@@ -112,7 +114,7 @@ def test_prep_resize(tmp_path, capsys):
     # a second run refuses to overwrite, unless asked
     assert main(["prep", "resize", str(src), str(dst)]) == 2
     assert "already exist" in capsys.readouterr().err
-    assert main(["prep", "resize", str(src), str(dst), "--overwrite", "--format", "png"]) == 0
+    assert main(["prep", "resize", str(src), str(dst), "--overwrite", "--format", "png"]) == 1
     assert (dst / "10_a" / "small.png").exists()
     # a destination inside the source is refused
     assert main(["prep", "resize", str(src), str(src / "out")]) == 2
@@ -128,7 +130,8 @@ def test_tags_add_trigger_once_with_dry_run_backup_and_restore(tmp_path, capsys)
     write(d / "a.txt", "1girl, solo, sks\n")
     write(d / "b.txt", "sks, smile")
     write(d / "c.txt", "smile, smile, outdoors")
-    noise_image(d / "a.png", (8, 8))
+    for name in "abc":
+        noise_image(d / f"{name}.png", (8, 8))
     noise_image(d / "nocap.png", (8, 8))
     original = captions(d)
 
@@ -167,6 +170,7 @@ def test_tags_remove_replace_dedup_and_create_missing(tmp_path, capsys):
     write(d / "a.caption", "red hair, long hair, red hair, smile")
     write(d / "b.caption", "long hair, blush")
     noise_image(d / "a.png", (8, 8))
+    noise_image(d / "b.jpg", (8, 8))
     noise_image(d / "new.png", (8, 8))
     read = lambda: {p.name: p.read_text() for p in sorted(d.glob("*.caption"))}  # noqa: E731
     assert main(["tags", "dedup", str(d)]) == 0
@@ -195,6 +199,10 @@ def test_tags_stats_and_unreadable_files(tmp_path, capsys):
     write(d / "b.txt", "sks, smile")
     write(d / "c.txt", "sks")
     write(d / "bad.txt", "caf\xe9".encode("latin-1"))
+    write(d / "readme.txt", "not a caption: no image has this name")
+    for name in "abc":
+        noise_image(d / f"{name}.png", (8, 8))
+    noise_image(d / "bad.png", (8, 8))
     assert main(["tags", "stats", str(d)]) == 1  # an unreadable file is reported
     out = capsys.readouterr().out
     assert "3 caption files, 3 different tags" in out
@@ -205,11 +213,14 @@ def test_tags_stats_and_unreadable_files(tmp_path, capsys):
     assert main(["tags", "add", str(d), "x"]) == 1
     assert "NOT CHANGED" in capsys.readouterr().out
     assert (d / "bad.txt").read_bytes() == "caf\xe9".encode("latin-1")
+    assert (d / "readme.txt").read_text() == "not a caption: no image has this name"
     assert snapshot(tmp_path) != before  # the other three did change
 
 
 def test_tags_needs_a_choice_when_both_caption_kinds_exist(tmp_path, capsys):
     write(tmp_path / "a.txt", "x")
     write(tmp_path / "b.caption", "y")
+    noise_image(tmp_path / "a.png", (8, 8))
+    noise_image(tmp_path / "b.png", (8, 8))
     assert main(["tags", "stats", str(tmp_path)]) == 2
     assert "choose one with --caption_extension" in capsys.readouterr().err

@@ -231,3 +231,50 @@ def test_train_dir_pointing_at_the_images_themselves(tmp_path):
     config = config_from_folders(tmp_path / "imgs", options={"resolution": 64})
     assert "lie directly in train_data_dir" in config.problems.errors[0].message
     assert str(tmp_path / "imgs" / "10_name") in config.problems.errors[0].message
+
+
+def test_image_folder_given_as_train_dir_suggests_its_parent(tmp_path):
+    noise_image(tmp_path / "10_sks" / "a.png", (64, 64))
+    config = config_from_folders(tmp_path / "10_sks", options={"resolution": 64})
+    assert f"give its parent folder {tmp_path} instead" in config.problems.errors[0].message
+
+
+def test_the_same_folder_twice_is_a_warning(tmp_path):
+    noise_image(tmp_path / "imgs" / "a.png", (64, 64))
+    (tmp_path / "link").symlink_to(tmp_path / "imgs")
+    subsets = [
+        {"image_dir": str(tmp_path / "imgs"), "class_tokens": "x"},
+        {"image_dir": str(tmp_path / "link"), "class_tokens": "y"},
+    ]
+    group = build_datasets(config_from_dict({"datasets": [{"resolution": 64, "subsets": subsets}]}))
+    (w,) = group.problems.warnings
+    assert w.path == tmp_path / "link" and "its images are used twice" in w.message
+
+
+def test_resolution_is_an_area_and_the_shrink_is_reported(tmp_path):
+    # 64x96 at resolution 64 with buckets: area 4096, so the bucket is 48x80 (not 64x96)
+    noise_image(tmp_path / "imgs" / "tall.png", (128, 192))
+    raw = {
+        "datasets": [
+            {
+                "resolution": 64,
+                **SMALL,
+                "subsets": [{"image_dir": str(tmp_path / "imgs"), "class_tokens": "x"}],
+            }
+        ]
+    }
+    group = build_datasets(config_from_dict(raw))
+    (record,) = [r for _, _, r in group.records()]
+    assert record.bucket.reso == (48, 80)
+    notes = [p.message for p in group.problems if "an area, not a side" in p.message]
+    assert notes == [
+        "[[datasets]] #1: 1 image(s) are scaled below 3/4 of their size to fit resolution 64x64 (an area, not a side), e.g. tall.png: 128x192 -> bucket 48x80"
+    ]
+
+
+def test_windows_path_in_double_quotes_is_caught(tmp_path):
+    # "C:\train\new" in double quotes: TOML turns \t and \n into a tab and a line break
+    path = write(tmp_path / "win.toml", '[[datasets]]\n[[datasets.subsets]]\nimage_dir = "C:\\train\\new"\n')
+    with pytest.raises(DatasetError, match="image_dir contains a tab or line break") as e:
+        load_config(path)
+    assert "single quotes" in str(e.value)

@@ -10,16 +10,21 @@ from pathlib import Path
 def add_dataset_options(p: argparse.ArgumentParser) -> None:
     """The sd-scripts dataset options of the command line (same names as in sd-scripts)."""
     g = p.add_argument_group("dataset options (a dataset config file's own values win over these)")
-    g.add_argument("--resolution", help="Training size: 512, or width,height like 768,512. Default: 512.")
-    g.add_argument("--train_batch_size", type=int, help="Images per training step. Default: 1.")
+    g.add_argument(
+        "--resolution", metavar="SIZE", help="Training size: 512, or width,height like 768,512. Default: 512."
+    )
+    g.add_argument("--train_batch_size", type=int, metavar="N", help="Images per training step. Default: 1.")
     g.add_argument(
         "--caption_extension",
+        metavar="EXT",
         help="Extension of the caption files, like .txt. Default: .caption (as in sd-scripts).",
     )
     g.add_argument("--enable_bucket", action="store_true", default=None, help="Group images by aspect ratio.")
-    g.add_argument("--min_bucket_reso", type=int, help="Smallest bucket side. Default: 256.")
-    g.add_argument("--max_bucket_reso", type=int, help="Largest bucket side. Default: 1024.")
-    g.add_argument("--bucket_reso_steps", type=int, help="Bucket sides are multiples of this. Default: 64.")
+    g.add_argument("--min_bucket_reso", type=int, metavar="N", help="Smallest bucket side. Default: 256.")
+    g.add_argument("--max_bucket_reso", type=int, metavar="N", help="Largest bucket side. Default: 1024.")
+    g.add_argument(
+        "--bucket_reso_steps", type=int, metavar="N", help="Bucket sides are multiples of this. Default: 64."
+    )
     g.add_argument(
         "--bucket_no_upscale",
         action="store_true",
@@ -29,7 +34,9 @@ def add_dataset_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--shuffle_caption", action="store_true", default=None, help="Shuffle the tags of each caption."
     )
-    g.add_argument("--keep_tokens", type=int, help="Number of first tags that are never shuffled.")
+    g.add_argument(
+        "--keep_tokens", type=int, metavar="N", help="Number of first tags that are never shuffled."
+    )
     g.add_argument("--flip_aug", action="store_true", default=None, help="Random horizontal flips.")
     g.add_argument("--alpha_mask", action="store_true", default=None, help="Use transparency as a loss mask.")
 
@@ -75,7 +82,9 @@ def register(sub) -> None:
     c.add_argument(
         "path", help="A train folder (its subfolders are like 10_name) or a dataset config .toml file."
     )
-    c.add_argument("--reg_data_dir", help="Folder of regularization images (subfolders like 1_dog).")
+    c.add_argument(
+        "--reg_data_dir", metavar="DIR", help="Folder of regularization images (subfolders like 1_dog)."
+    )
     add_dataset_options(c)
     c.add_argument("--verbose", action="store_true", help="Also list notes (conversions, skipped files).")
     c.add_argument("--json", action="store_true", help="Print the report as JSON.")

@@ -22,15 +22,20 @@ def register(sub) -> None:
         "(centre crop). Small images are never enlarged. File names stay the same, subfolders (like "
         "10_name) are kept, and caption files and other files are copied beside the images.",
     )
-    r.add_argument("src", help="Folder with the original images.")
-    r.add_argument("dst", help="New folder for the resized images (must be outside SRC).")
+    r.add_argument("src", metavar="SRC", help="Folder with the original images.")
+    r.add_argument("dst", metavar="DST", help="New folder for the resized images (must be outside SRC).")
     r.add_argument(
         "--max",
         default="512x512",
+        metavar="WxH",
         help="Largest size as width x height, e.g. 1024x1024. Only the area counts. Default: 512x512.",
     )
     r.add_argument(
-        "--divisible", type=int, default=64, help="Width and height become multiples of this. Default: 64."
+        "--divisible",
+        type=int,
+        default=64,
+        metavar="N",
+        help="Width and height become multiples of this. Default: 64.",
     )
     r.add_argument(
         "--interpolation",
@@ -45,6 +50,7 @@ def register(sub) -> None:
     r.add_argument(
         "--background",
         default="white",
+        metavar="COLOUR",
         help="Colour put behind transparent parts when saving as JPEG. Default: white.",
     )
     r.add_argument("--overwrite", action="store_true", help="Replace files that already exist in DST.")

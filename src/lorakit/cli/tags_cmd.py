@@ -11,12 +11,15 @@ def _common(p: argparse.ArgumentParser, edits: bool = True) -> None:
     p.add_argument("folder", help="Folder with the caption files (beside the images).")
     p.add_argument(
         "--caption_extension",
+        metavar="EXT",
         help="Extension of the caption files, like .txt. Default: .txt or .caption, whichever the folder has.",
     )
     p.add_argument(
         "--recursive", "-r", action="store_true", help="Also work in all subfolders (like 10_name)."
     )
-    p.add_argument("--separator", default=",", help="Character between tags. Default: a comma.")
+    p.add_argument(
+        "--separator", default=",", metavar="TEXT", help="Character between tags. Default: a comma."
+    )
     if edits:
         p.add_argument("--dry-run", action="store_true", help="Only show what would change; write nothing.")
 
@@ -80,7 +83,9 @@ def register(sub) -> None:
         description="Count, for each tag, the caption files that have it.",
     )
     _common(s, edits=False)
-    s.add_argument("--top", type=int, default=50, help="Show this many tags (0 = all). Default: 50.")
+    s.add_argument(
+        "--top", type=int, default=50, metavar="N", help="Show this many tags (0 = all). Default: 50."
+    )
     s.set_defaults(run=run_stats)
 
     u = tsub.add_parser(

@@ -12,8 +12,10 @@ For the training loop:
             ...
 """
 
+from .build import build_datasets
+from .check import format_plan, load_any, make_plan
 from .config import DataConfig, DatasetConfig, SubsetConfig, config_from_dict, load_config, parse_resolution
-from .dataset import Batch, BatchRef, Dataset, DatasetGroup, DataState, build_datasets
+from .dataset import Batch, BatchRef, Dataset, DatasetGroup, DataState
 from .discover import config_from_folders
 from .problems import Problem, Problems
 
@@ -29,6 +31,9 @@ __all__ = [
     "Problems",
     "SubsetConfig",
     "build_datasets",
+    "format_plan",
+    "load_any",
+    "make_plan",
     "config_from_dict",
     "config_from_folders",
     "load_config",

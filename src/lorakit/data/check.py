@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DatasetError
+from .build import build_datasets
 from .captions import split_tags
 from .config import DataConfig, load_config
-from .dataset import DatasetGroup, build_datasets
+from .dataset import DatasetGroup
 from .discover import config_from_folders
 from .problems import ERROR, NOTE, WARNING, Problems
 
@@ -157,7 +158,9 @@ def _caption_summary(s: SubsetPlan) -> str:
     if s.captions.get("metadata"):
         parts.append(f"{s.captions['metadata']} from the metadata file")
     if s.captions.get("class_tokens"):
-        parts.append(f"{s.captions['class_tokens']} MISSING, class tokens '{s.class_tokens}' used instead")
+        parts.append(
+            f"{s.captions['class_tokens']} without a caption file (class tokens '{s.class_tokens}' used)"
+        )
     return "; ".join(parts) or "none"
 
 

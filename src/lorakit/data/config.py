@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -336,11 +336,3 @@ def load_config(path: str | Path, defaults: Mapping[str, Any] | None = None) -> 
     """Read an sd-scripts dataset config file (`--dataset_config`)."""
     path = Path(path)
     return config_from_dict(read_config_file(path), defaults, source=str(path), base_dir=path.parent)
-
-
-def with_options(config: DataConfig, **options) -> DataConfig:
-    """A copy with dataset-level options replaced (e.g. a resolution chosen on the command line)."""
-    bad = [k for k in options if k not in DATASET_FIELDS]
-    if bad:
-        raise DatasetError(f"not dataset options: {', '.join(bad)}")
-    return replace(config, datasets=[replace(ds, **options) for ds in config.datasets])

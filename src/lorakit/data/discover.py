@@ -71,10 +71,14 @@ def find_subset_folders(base: Path, is_reg: bool, problems: Problems) -> list[di
             {"image_dir": str(entry), "num_repeats": repeats, "class_tokens": class_tokens, "is_reg": is_reg}
         )
     if loose_images:
+        if parse_folder_name(base.name) is not None:
+            fix = f"this looks like an image folder itself: give its parent folder {base.parent} instead."
+        else:
+            fix = f"move them into a subfolder, e.g. {base / '10_name'}."
         problems.error(
             base,
-            f"{len(loose_images)} image(s) lie directly in {kind}, which must hold folders like "
-            f"10_name with the images inside. Move them into a subfolder, e.g. {base / '10_name'}.",
+            f"{len(loose_images)} image(s) lie directly in {kind}, which must hold folders like 10_name "
+            f"with the images inside; {fix}",
         )
     if not subsets and not loose_images and not problems.for_path(base):
         problems.error(base, f"no folders like 10_name inside {kind}; put the images in such a folder.")

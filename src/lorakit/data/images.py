@@ -58,13 +58,13 @@ def open_image(path: Path) -> Image.Image:
         if path.stat().st_size == 0:
             raise ImageReadError("file is empty (0 bytes); copy or download it again")
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # big but trainable
             return Image.open(path)
     except ImageReadError:
         raise
     except UnidentifiedImageError:
         raise ImageReadError("not a readable image: the content is damaged or not an image format") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
         raise ImageReadError(
             "too many pixels to be a training image; shrink it first (lorakit prep resize)"
         ) from None

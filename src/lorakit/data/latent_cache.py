@@ -183,22 +183,21 @@ def cache_latents(
     channels = vae.config.latent_channels
     stats = CacheStats()
     todo: dict[tuple[int, int], list[tuple[int, int, ImageRecord, str, Path | None]]] = {}
-    seen_files: dict[Path, tuple[int, int]] = {}
+    seen_files: set[Path] = set()
     for d, i, r in group.records():
         need_flip = r.subset.flip_aug
         key = _entry_key(r, vae_id)
         path = npz_path(r.path, r.bucket.reso, sdxl) if to_disk else None
-        if path is not None and path in seen_files:  # the same image listed twice (reg and train)
+        if path is not None and path in seen_files:  # the same image in two subsets: one file
             group.latents[(d, i)] = LatentEntry(path=path)
             continue
         shape = (channels, r.bucket.reso[1] // factor, r.bucket.reso[0] // factor)
-        if path is not None and path.is_file() and _valid_file(path, key, need_flip, shape):
-            group.latents[(d, i)] = LatentEntry(path=path)
-            stats.reused += 1
-            seen_files[path] = (d, i)
-            continue
         if path is not None:
-            seen_files[path] = (d, i)
+            seen_files.add(path)
+            if path.is_file() and _valid_file(path, key, need_flip, shape):
+                group.latents[(d, i)] = LatentEntry(path=path)
+                stats.reused += 1
+                continue
         todo.setdefault(r.bucket.reso, []).append((d, i, r, key, path))
     total = sum(len(v) for v in todo.values())
     done = 0
@@ -232,10 +231,6 @@ def cache_latents(
             done += len(chunk)
             if progress is not None:
                 progress(done, total)
-    # images listed twice share the file of their first listing
-    for d, i, r in group.records():
-        if (d, i) not in group.latents and to_disk:
-            group.latents[(d, i)] = LatentEntry(path=npz_path(r.path, r.bucket.reso, sdxl))
     return stats
 
 

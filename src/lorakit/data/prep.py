@@ -122,8 +122,12 @@ def resize_folder(
         )
     for path, out, is_image in jobs:
         if not is_image:
-            with atomic_path(out) as tmp:
-                shutil.copy2(path, tmp)
+            try:
+                with atomic_path(out) as tmp:
+                    shutil.copy2(path, tmp)
+            except OSError as e:
+                result.failed.append((path, f"cannot be copied: {e.strerror or e}"))
+                continue
             result.copied.append((path, out))
             continue
         try:
@@ -138,9 +142,12 @@ def resize_folder(
 def _resize_one(path, out, max_size, divisible, interpolation, background):
     img = open_image(path)
     with img:
-        img.load()
-        icc = img.info.get("icc_profile")
-        img = to_rgb_or_rgba(ImageOps.exif_transpose(img))
+        try:
+            img.load()
+            icc = img.info.get("icc_profile")
+            img = to_rgb_or_rgba(ImageOps.exif_transpose(img))
+        except Exception as e:  # truncated data raises OSError; other decoders other types
+            raise ImageReadError(f"image is truncated or damaged ({e})") from None
     size = img.size
     (sw, sh), (cw, ch) = target_size(size, max_size, divisible)
     if cw < 1 or ch < 1:

@@ -59,6 +59,12 @@ def _str(v: Any) -> str:
 
 def _path(v: Any) -> str:
     if isinstance(v, str) and v.strip():
+        if any(ord(c) < 32 for c in v):
+            # "C:\train\new" in double quotes: TOML reads \t as a tab and \n as a line break
+            raise ValueError(
+                "contains a tab or line break, which TOML makes from \\t or \\n in double quotes; write "
+                "Windows paths with / (\"C:/train/10_x\") or in single quotes ('C:\\train\\10_x')"
+            )
         return v
     raise ValueError('must be a folder or file path in quotes, like "C:/train/10_sks dog"')
 

@@ -46,7 +46,13 @@ def caption_extension(folder: Path, extension: str | None, recursive: bool) -> s
     """The caption extension to edit: the one given, or the only one of .txt/.caption present."""
     if extension:
         return extension if extension.startswith(".") else "." + extension
-    found = Counter(p.suffix for p in _walk(folder, recursive) if p.suffix in (".txt", ".caption"))
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: folder not found.")
+    files = list(_walk(folder, recursive))
+    image_stems = {(p.parent, p.stem) for p in files if p.suffix.lower() in IMAGE_EXTENSIONS}
+    found = Counter(
+        p.suffix for p in files if p.suffix in (".txt", ".caption") and (p.parent, p.stem) in image_stems
+    )
     if len(found) == 2:
         raise DatasetError(
             f"{folder} has both .txt ({found['.txt']}) and .caption ({found['.caption']}) files; "
@@ -60,9 +66,16 @@ def caption_extension(folder: Path, extension: str | None, recursive: bool) -> s
 
 
 def caption_files(folder: Path, extension: str, recursive: bool) -> list[Path]:
+    """Caption files that belong to an image (same name): a readme.txt is never edited."""
     if not folder.is_dir():
         raise DatasetError(f"{folder}: folder not found.")
-    return [p for p in _walk(folder, recursive) if p.suffix == extension and not p.name.startswith(".")]
+    files = list(_walk(folder, recursive))
+    image_stems = {(p.parent, p.stem) for p in files if p.suffix.lower() in IMAGE_EXTENSIONS}
+    return [
+        p
+        for p in files
+        if p.suffix == extension and not p.name.startswith(".") and (p.parent, p.stem) in image_stems
+    ]
 
 
 def images_without_caption(folder: Path, extension: str, recursive: bool) -> list[Path]:
