@@ -161,14 +161,48 @@ def build_data(config: TrainConfig, model, seed: int, log):
     return group, validation
 
 
+def merge_base_weights(config: TrainConfig, model, log) -> None:
+    """sd-scripts' base_weights: LoRAs baked into the base model before training starts."""
+    if not config.base_weights:
+        return
+    from ..networks import merge_networks
+
+    multipliers = config.base_weights_multiplier or []
+    if isinstance(multipliers, float):
+        multipliers = [multipliers]
+    specs = [
+        (path, multipliers[i] if i < len(multipliers) else 1.0) for i, path in enumerate(config.base_weights)
+    ]
+    merge_networks(model, specs)
+    log("merged into the base model: " + ", ".join(f"{p} x {m:g}" for p, m in specs))
+
+
+def dim_alpha_from_weights(config: TrainConfig) -> tuple[int, float]:
+    """network_dim and network_alpha read from network_weights (dim_from_weights = true)."""
+    from ..networks import load_network
+
+    file = load_network(config.network_weights)
+    ranks = [w.rank for w in file.modules.values() if w.rank]
+    alphas = [float(w.alpha) for w in file.modules.values() if getattr(w, "alpha", None) is not None]
+    if not ranks:
+        raise ConfigError(f"dim_from_weights: {config.network_weights} has no module with a rank to copy.")
+    return max(ranks), (alphas[0] if alphas else float(max(ranks)))
+
+
 def build_network(config: TrainConfig, model, log):
     from ..networks import create_network
 
+    dim, alpha = config.network_dim, config.network_alpha
+    if config.dim_from_weights:
+        if not config.network_weights:
+            raise ConfigError("dim_from_weights needs network_weights (the LoRA file to continue).")
+        dim, alpha = dim_alpha_from_weights(config)
+        log(f"network_dim {dim} and network_alpha {alpha:g} taken from {config.network_weights}")
     network = create_network(
         model,
         network_module=config.network_module,
-        network_dim=config.network_dim,
-        network_alpha=config.network_alpha,
+        network_dim=dim,
+        network_alpha=alpha,
         network_args=network_args(config),
         network_dropout=config.network_dropout,
         network_train_unet_only=config.network_train_unet_only,
@@ -187,12 +221,47 @@ def build_network(config: TrainConfig, model, log):
 # -- one step ---------------------------------------------------------------------------------
 
 
-def _conditioning(model, captions, config, train_text: bool):
+class TextCache:
+    """Encoded captions, kept while the text encoders are frozen: a caption seen before (every
+    repeat of every epoch without shuffling) is not encoded again. Bounded, oldest dropped first."""
+
+    def __init__(self, size: int = 4096):
+        from collections import OrderedDict
+
+        self.size, self.items, self.hits = size, OrderedDict(), 0
+
+    def get(self, caption: str):
+        if caption in self.items:
+            self.items.move_to_end(caption)
+            self.hits += 1
+            return self.items[caption]
+        return None
+
+    def put(self, caption: str, value) -> None:
+        self.items[caption] = value
+        if len(self.items) > self.size:
+            self.items.popitem(last=False)
+
+
+def _conditioning(model, captions, config, train_text: bool, cache: TextCache | None = None):
     from ..models.conditioning import encode, tokenize
 
-    ids = tokenize(model, captions, config.max_token_length)
-    with nullcontext() if train_text else torch.no_grad():
-        return encode(model, ids, config.clip_skip)
+    if train_text or cache is None:
+        ids = tokenize(model, captions, config.max_token_length)
+        with nullcontext() if train_text else torch.no_grad():
+            return encode(model, ids, config.clip_skip)
+    missing = [c for c in dict.fromkeys(captions) if cache.get(c) is None]
+    if missing:
+        with torch.no_grad():
+            hidden, pooled = encode(
+                model, tokenize(model, missing, config.max_token_length), config.clip_skip
+            )
+        for i, caption in enumerate(missing):
+            cache.put(caption, (hidden[i], None if pooled is None else pooled[i]))
+    rows = [cache.get(c) for c in captions]
+    hidden = torch.stack([r[0] for r in rows])
+    pooled = None if rows[0][1] is None else torch.stack([r[1] for r in rows])
+    return hidden, pooled
 
 
 def _latents(model, batch, generator):
@@ -218,11 +287,21 @@ def _added_conditioning(model, batch, pooled, dtype):
 
 
 def step_loss(
-    model, network, batch, scheduler, noise_options, loss_options, config, generator, train_text, unet_dtype
+    model,
+    network,
+    batch,
+    scheduler,
+    noise_options,
+    loss_options,
+    config,
+    generator,
+    train_text,
+    unet_dtype,
+    text_cache=None,
 ):
     """The loss of one batch (a scalar tensor with gradients into the network)."""
     latents = _latents(model, batch, generator).to(unet_dtype)
-    hidden, pooled = _conditioning(model, batch.captions, config, train_text)
+    hidden, pooled = _conditioning(model, batch.captions, config, train_text, text_cache)
     noise, noisy, timesteps = noisy_latents(latents.float(), scheduler, noise_options, generator)
     added = _added_conditioning(model, batch, pooled, unet_dtype)
     pred = model.unet(noisy.to(unet_dtype), timesteps, hidden.to(unet_dtype), added_cond_kwargs=added).sample
@@ -331,6 +410,7 @@ def train(config: TrainConfig, quiet: bool = False) -> TrainResult:
         log(f"note: '{key}' is ignored: {why}.")
 
     model = load_base(config, accelerator.device, log)
+    merge_base_weights(config, model, log)
     group, validation = build_data(config, model, seed, log)
     network = build_network(config, model, log).to(accelerator.device)
     if config.full_fp16 or config.full_bf16:
@@ -463,6 +543,7 @@ def train(config: TrainConfig, quiet: bool = False) -> TrainResult:
     noise_options, loss_options = NoiseOptions.from_config(config), LossOptions.from_config(config)
     unet_dtype = model.unet.dtype
     params = [p for p in network.parameters() if p.requires_grad]
+    text_cache = None if train_text else TextCache()
     last_saved: Path | None = None
     epoch_files: list[Path] = []
 
@@ -534,8 +615,8 @@ def train(config: TrainConfig, quiet: bool = False) -> TrainResult:
             refs = group.epoch_batches(epoch)[accelerator.process_index :: world]
             epoch_losses: list[float] = []
             micro = 0
-            for index in range(done, len(refs)):
-                batch = group.load_batch(refs[index], step=step)
+            batches = _batches(group, refs, done, step, accumulate, config.max_data_loader_n_workers)
+            for index, batch in zip(range(done, len(refs)), batches):
                 with accelerator.autocast():
                     loss = step_loss(
                         model,
@@ -548,6 +629,7 @@ def train(config: TrainConfig, quiet: bool = False) -> TrainResult:
                         generator,
                         train_text,
                         unet_dtype,
+                        text_cache,
                     )
                 (loss / accumulate).backward()
                 micro += 1
@@ -687,6 +769,31 @@ def train(config: TrainConfig, quiet: bool = False) -> TrainResult:
         plot,
         network=network,
         model=model,
+    )
+
+
+class _RefBatches(torch.utils.data.Dataset):
+    def __init__(self, group, refs, steps):
+        self.group, self.refs, self.steps = group, refs, steps
+
+    def __len__(self):
+        return len(self.refs)
+
+    def __getitem__(self, i):
+        return self.group.load_batch(self.refs[i], step=self.steps[i])
+
+
+def _batches(group, refs, start: int, step: int, accumulate: int, workers: int):
+    """The batches of this process from `start`; with workers, images load in parallel. Each batch
+    knows the optimizer step it belongs to (token warm-up depends on it)."""
+    todo = refs[start:]
+    steps = [step + i // accumulate for i in range(len(todo))]
+    if not workers:
+        return (group.load_batch(ref, step=s) for ref, s in zip(todo, steps))
+    return iter(
+        torch.utils.data.DataLoader(
+            _RefBatches(group, todo, steps), batch_size=None, num_workers=workers, collate_fn=lambda x: x
+        )
     )
 
 
