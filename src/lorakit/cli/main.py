@@ -16,6 +16,7 @@ COMMANDS = {
     "inspect": "inspect_cmd",
     "convert": "convert_cmd",
     "train": "train_cmd",
+    "lr-find": "lr_find_cmd",
     "dataset": "dataset_cmd",
     "prep": "prep_cmd",
     "tags": "tags_cmd",

@@ -395,7 +395,9 @@ _FIRST_FACTORS = ("lora_up.weight", "hada_w1_a", "lokr_w1", "lokr_w1_a")
 # -- the run ----------------------------------------------------------------------------------
 
 
-def train(config: TrainConfig, quiet: bool = False) -> TrainResult:
+def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bool = True) -> TrainResult:
+    """Run the recipe. `on_step(step, loss, effective_lrs)` is called after every optimizer step
+    (the learning-rate finder uses it); `save_files=False` writes no LoRA files or states."""
     accelerator = _accelerator(config)
     log = _Log(accelerator.is_main_process, quiet)
     seed = config.seed if config.seed is not None else 42
@@ -549,7 +551,7 @@ def train(config: TrainConfig, quiet: bool = False) -> TrainResult:
 
     def save_network(path: Path, at_epoch: int) -> Path:
         nonlocal last_saved
-        if not accelerator.is_main_process:
+        if not accelerator.is_main_process or not save_files:
             return path
         meta = training_metadata(
             config,
@@ -587,7 +589,7 @@ def train(config: TrainConfig, quiet: bool = False) -> TrainResult:
         return path
 
     def save_training_state(folder: Path, at_epoch: int, batches_done: int) -> None:
-        if accelerator.is_main_process:
+        if accelerator.is_main_process and save_files:
             state = ckpt.TrainState(
                 at_epoch,
                 step,
@@ -659,6 +661,8 @@ def train(config: TrainConfig, quiet: bool = False) -> TrainResult:
                 for group_info, lr in zip(setup.optimizer.param_groups, lrs):
                     scalars[f"lr/{group_info.get('name', 'group')}"] = lr
                 tensorboard.log(scalars, step)
+                if on_step is not None:
+                    on_step(step, current, lrs)
                 if (
                     config.save_every_n_steps
                     and step % config.save_every_n_steps == 0

@@ -1,0 +1,78 @@
+"""Validation loss, the learning-rate finder, and the frozen-text-encoder caption cache."""
+
+import json
+
+import torch
+from training_helpers import make_folder_dataset, write_config
+
+from lorakit.cli.main import main
+from lorakit.training.config import load_config
+from lorakit.training.loss import LossOptions
+from lorakit.training.lr_find import find_lr
+from lorakit.training.noise import training_scheduler
+from lorakit.training.recipe import TextCache, _conditioning, build_data, train, validation_loss
+
+
+def _config(tmp_path, checkpoint, extra=""):
+    train_dir = make_folder_dataset(tmp_path, images=4, repeats=1)
+    return write_config(
+        tmp_path / "c.toml",
+        checkpoint,
+        f'train_data_dir = "{train_dir.as_posix()}"\ncaption_extension = ".txt"\nresolution = "64"\n'
+        f'network_dim = 4\nlearning_rate = 1e-3\nseed = 5\noutput_dir = "{(tmp_path / "o").as_posix()}"\n'
+        'log_with = "none"\n' + extra,
+    )
+
+
+def test_validation_loss_per_epoch_is_recorded_and_deterministic(tiny_checkpoints, tmp_path):
+    config = load_config(
+        _config(tmp_path, tiny_checkpoints["sd1"], "max_train_epochs = 2\nvalidation_split = 0.5\n")
+    )
+    result = train(config, quiet=True)
+    assert result.steps == 4  # 2 of the 4 images train, 2 are held out
+    epochs = json.loads(result.record.read_text())["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert all(isinstance(e["validation_loss"], float) for e in epochs)
+    # measured again with the final weights, the last epoch's figure comes back exactly
+    _, validation = build_data(config, result.model, 5, print)
+    assert validation.num_train_images == 2
+    result.network.eval()
+    from accelerate import Accelerator
+
+    again = validation_loss(
+        result.model,
+        validation,
+        training_scheduler(result.model),
+        config,
+        LossOptions(),
+        5,
+        Accelerator(cpu=True),
+    )
+    assert again == epochs[-1]["validation_loss"]
+
+
+def test_lr_find_suggests_the_settled_step_size(tiny_checkpoints, tmp_path, capsys):
+    config = load_config(_config(tmp_path, tiny_checkpoints["sd1"]))
+    result = find_lr(config, steps=8, quiet=True)
+    assert len(result.dlr) == 8 and result.dlr[-1] > result.dlr[0] >= 1e-6  # d starts at 1e-6 and grows
+    tail = sorted(result.dlr[-2:])
+    assert result.settled == (tail[0] + tail[1]) / 2
+    assert abs(result.lion - result.settled / 3) < 1e-12
+    assert result.plot.read_bytes()[:4] == b"\x89PNG"
+    assert not list((tmp_path / "o").rglob("*.safetensors"))  # nothing but the plot is written
+    assert main(["lr-find", str(tmp_path / "c.toml"), "--steps", "4", "--quiet"]) == 0
+    assert "AdamW / AdamW8bit: unet_lr = " in capsys.readouterr().out
+
+
+def test_caption_cache_gives_the_same_conditioning(tiny_checkpoints):
+    from lorakit.models.load import load_model
+
+    model = load_model(tiny_checkpoints["sdxl"])
+    config = load_config(None)
+    cache = TextCache()
+    captions = ["a cat", "a dog", "a cat"]
+    direct = _conditioning(model, captions, config, train_text=False)
+    cached = _conditioning(model, captions, config, train_text=False, cache=cache)
+    again = _conditioning(model, captions, config, train_text=False, cache=cache)
+    assert torch.allclose(direct[0], cached[0], atol=1e-6) and torch.allclose(direct[1], cached[1], atol=1e-6)
+    assert torch.equal(cached[0], again[0]) and cache.hits >= 3 and len(cache.items) == 2
