@@ -529,6 +529,12 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
             "prediction_type": model.prediction_type,
             "resolution": model.resolution,
         },
+        output_name=name,
+        base_model=str(Path(config.pretrained_model_name_or_path).resolve()),
+        v_parameterization=model.prediction_type == "v_prediction",
+        clip_skip=config.clip_skip,
+        sample_prompts=str(Path(config.sample_prompts).resolve()) if config.sample_prompts else None,
+        sample_sampler=config.sample_sampler,
     )
     if accelerator.is_main_process:
         (output_dir / f"{name}-config.toml").write_text(to_toml(config))
@@ -723,7 +729,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
                     save_training_state(ckpt.final_state_dir(output_dir, name), epoch + 1, 0)
             if accelerator.is_main_process:
                 record.data["losses"] = losses
-                record.add_epoch(epoch, step, epoch_loss, val, str(file) if file else None)
+                record.add_epoch(epoch, step, epoch_loss, val, file.name if file else None)
             log(
                 f"epoch {epoch}/{plan.epochs}: loss {epoch_loss:.4f}"
                 + (f", validation loss {val:.4f}" if val is not None else "")

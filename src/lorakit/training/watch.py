@@ -87,12 +87,17 @@ class RunRecord:
     data: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, output_dir: Path, config: dict, dataset: dict, plan: dict, model: dict) -> RunRecord:
+    def start(
+        cls, output_dir: Path, config: dict, dataset: dict, plan: dict, model: dict, **top
+    ) -> RunRecord:
+        """`top`: the fields `lorakit grid --run` reads (output_name, base_model, clip_skip,
+        v_parameterization, sample_prompts, sample_sampler)."""
         record = cls(output_dir / "run.json")
         if record.path.exists():  # a resumed run keeps its history
             record.data = json.loads(record.path.read_text())
             record.data.setdefault("resumed_at", []).append(_now())
             record.data["config"] = config
+            record.data.update(top)
         else:
             record.data = {
                 "lorakit_run": 1,
@@ -105,6 +110,7 @@ class RunRecord:
                 "files": [],
                 "losses": [],
                 "status": "running",
+                **top,
             }
         record.write()
         return record
