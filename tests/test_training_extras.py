@@ -10,7 +10,9 @@ from lorakit.training.config import load_config
 from lorakit.training.loss import LossOptions
 from lorakit.training.lr_find import find_lr
 from lorakit.training.noise import training_scheduler
-from lorakit.training.recipe import TextCache, _conditioning, build_data, train, validation_loss
+from lorakit.training.recipe import train
+from lorakit.training.setup import build_data
+from lorakit.training.step import TextCache, conditioning, validation_loss
 
 
 def _config(tmp_path, checkpoint, extra=""):
@@ -64,15 +66,15 @@ def test_lr_find_suggests_the_settled_step_size(tiny_checkpoints, tmp_path, caps
     assert "AdamW / AdamW8bit: unet_lr = " in capsys.readouterr().out
 
 
-def test_caption_cache_gives_the_same_conditioning(tiny_checkpoints):
+def test_caption_cache_gives_the_sameconditioning(tiny_checkpoints):
     from lorakit.models.load import load_model
 
     model = load_model(tiny_checkpoints["sdxl"])
     config = load_config(None)
     cache = TextCache()
     captions = ["a cat", "a dog", "a cat"]
-    direct = _conditioning(model, captions, config, train_text=False)
-    cached = _conditioning(model, captions, config, train_text=False, cache=cache)
-    again = _conditioning(model, captions, config, train_text=False, cache=cache)
+    direct = conditioning(model, captions, config, train_text=False)
+    cached = conditioning(model, captions, config, train_text=False, cache=cache)
+    again = conditioning(model, captions, config, train_text=False, cache=cache)
     assert torch.allclose(direct[0], cached[0], atol=1e-6) and torch.allclose(direct[1], cached[1], atol=1e-6)
     assert torch.equal(cached[0], again[0]) and cache.hits >= 3 and len(cache.items) == 2

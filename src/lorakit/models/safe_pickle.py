@@ -14,6 +14,8 @@ from pickle import *  # noqa: F403  (torch.load expects the whole pickle module 
 
 from ..errors import UnsafeFileError
 
+_PLAIN_TYPES = {"set", "frozenset", "dict", "list", "tuple", "slice", "int", "float", "str", "bytes", "bool"}
+
 _ALLOWED = {
     "torch._utils": {
         "_rebuild_tensor",

@@ -13,23 +13,22 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError, LorakitError
+from ..errors import LorakitError
 from . import checkpointing as ckpt
-from .config import TrainConfig, network_args, optimizer_args, to_toml
-from .loss import LossOptions, training_loss
-from .noise import NoiseOptions, noisy_latents, target, training_scheduler
+from .config import TrainConfig, optimizer_args, to_toml
+from .loss import LossOptions
+from .noise import NoiseOptions, training_scheduler
 from .optim import create_optimizer, create_scheduler, effective_lrs, is_schedule_free
 from .plan import check_settings, estimate_memory_gb, format_steps, plan_steps
+from .setup import build_data, build_network, load_base, make_accelerator, merge_base_weights, weight_dtype
+from .step import TextCache, step_loss, validation_loss
 from .watch import CollapseGuard, RunRecord, Scalars, plot_losses
-
-VALIDATION_TIMESTEPS = (200, 400, 600, 800)
 
 
 @dataclass
@@ -58,302 +57,6 @@ class _Log:
         if self.main and not self.quiet:
             for line in lines:
                 tqdm.write(line)
-
-
-# -- setup ------------------------------------------------------------------------------------
-
-
-def _accelerator(config: TrainConfig):
-    from accelerate import Accelerator
-
-    cuda = torch.cuda.is_available()
-    if config.mixed_precision == "fp16" and not cuda:
-        raise ConfigError(
-            'mixed_precision = "fp16" needs an NVIDIA GPU. On a CPU use "bf16" (faster there) or "no".'
-        )
-    return Accelerator(mixed_precision=config.mixed_precision, cpu=not cuda)
-
-
-def _weight_dtype(config: TrainConfig) -> torch.dtype:
-    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
-
-
-def load_base(config: TrainConfig, device, log):
-    from ..models.load import load_model
-
-    if not config.pretrained_model_name_or_path:
-        raise ConfigError(
-            "no base model: set pretrained_model_name_or_path (a .safetensors/.ckpt file or diffusers folder)."
-        )
-    model = load_model(
-        config.pretrained_model_name_or_path,
-        vae=config.vae,
-        v_parameterization=True if config.v_parameterization else None,
-        dtype=torch.float32,
-    )
-    if config.sdxl and not model.family.is_xl:
-        raise ConfigError(
-            f"sdxl = true, but {config.pretrained_model_name_or_path} is a {model.family.label} model."
-        )
-    dtype = _weight_dtype(config)
-    keep_vae_fp32 = config.no_half_vae or (model.family.is_xl and dtype == torch.float16)
-    for name, module in model.components.items():
-        module.requires_grad_(False).eval()
-        wanted = torch.float32 if name == "vae" and keep_vae_fp32 else dtype
-        module.to(device)
-        if next(module.parameters()).dtype != wanted:
-            module.to(wanted)
-    log(f"model: {model.family.label}, {model.prediction_type} prediction, native {model.resolution}px")
-    return model
-
-
-def data_config(config: TrainConfig):
-    """The sd-scripts dataset: a dataset TOML, the inline [general]/[[datasets]] tables, or folders."""
-    from ..data import config_from_dict, config_from_folders
-    from ..data import load_config as load_dataset_config
-
-    options = dataset_options(config)
-    if config.dataset_config:
-        return load_dataset_config(config.dataset_config, defaults=options)
-    if config.dataset is not None:
-        base = config.path.parent if config.path else None
-        return config_from_dict(config.dataset, options, source=str(config.path or "config"), base_dir=base)
-    return config_from_folders(config.train_data_dir, config.reg_data_dir, config.in_json, options)
-
-
-_DATASET_KEYS = (
-    "caption_extension", "caption_separator", "shuffle_caption", "keep_tokens", "keep_tokens_separator",
-    "secondary_separator", "enable_wildcard", "caption_prefix", "caption_suffix", "caption_dropout_rate",
-    "caption_dropout_every_n_epochs", "caption_tag_dropout_rate", "token_warmup_min", "token_warmup_step",
-    "color_aug", "flip_aug", "face_crop_aug_range", "random_crop", "resize_interpolation", "alpha_mask",
-    "enable_bucket", "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "bucket_no_upscale",
-    "validation_split", "validation_seed",
-)  # fmt: skip
-
-
-def dataset_options(config: TrainConfig) -> dict:
-    """Options set in the training config, as defaults below the dataset file's [general]."""
-    options = {k: config.values[k] for k in _DATASET_KEYS if config.origin[k] != "default"}
-    options["batch_size"] = config.train_batch_size
-    if config.origin["resolution"] != "default":
-        options["resolution"] = [int(v) for v in str(config.resolution).split(",")]
-        if len(options["resolution"]) == 1:
-            options["resolution"] = options["resolution"][0]
-    if config.in_json:
-        options["num_repeats"] = config.dataset_repeats
-    return options
-
-
-def build_data(config: TrainConfig, model, seed: int, log):
-    from ..data import build_datasets
-
-    data = data_config(config)
-    group = build_datasets(
-        data, resolution=model.resolution, prior_loss_weight=config.prior_loss_weight, seed=seed
-    )
-    validation = None
-    if any(ds.validation_split for ds in data.datasets):
-        validation = build_datasets(
-            data, resolution=model.resolution, seed=seed, split="validation", strict=False
-        )
-        if validation.steps_per_epoch == 0:
-            validation = None
-    return group, validation
-
-
-def merge_base_weights(config: TrainConfig, model, log) -> None:
-    """sd-scripts' base_weights: LoRAs baked into the base model before training starts."""
-    if not config.base_weights:
-        return
-    from ..networks import merge_networks
-
-    multipliers = config.base_weights_multiplier or []
-    if isinstance(multipliers, float):
-        multipliers = [multipliers]
-    specs = [
-        (path, multipliers[i] if i < len(multipliers) else 1.0) for i, path in enumerate(config.base_weights)
-    ]
-    merge_networks(model, specs)
-    log("merged into the base model: " + ", ".join(f"{p} x {m:g}" for p, m in specs))
-
-
-def dim_alpha_from_weights(config: TrainConfig) -> tuple[int, float]:
-    """network_dim and network_alpha read from network_weights (dim_from_weights = true)."""
-    from ..networks import load_network
-
-    file = load_network(config.network_weights)
-    ranks = [w.rank for w in file.modules.values() if w.rank]
-    alphas = [float(w.alpha) for w in file.modules.values() if getattr(w, "alpha", None) is not None]
-    if not ranks:
-        raise ConfigError(f"dim_from_weights: {config.network_weights} has no module with a rank to copy.")
-    return max(ranks), (alphas[0] if alphas else float(max(ranks)))
-
-
-def build_network(config: TrainConfig, model, log):
-    from ..networks import create_network
-
-    dim, alpha = config.network_dim, config.network_alpha
-    if config.dim_from_weights:
-        if not config.network_weights:
-            raise ConfigError("dim_from_weights needs network_weights (the LoRA file to continue).")
-        dim, alpha = dim_alpha_from_weights(config)
-        log(f"network_dim {dim} and network_alpha {alpha:g} taken from {config.network_weights}")
-    network = create_network(
-        model,
-        network_module=config.network_module,
-        network_dim=dim,
-        network_alpha=alpha,
-        network_args=network_args(config),
-        network_dropout=config.network_dropout,
-        network_train_unet_only=config.network_train_unet_only,
-        network_train_text_encoder_only=config.network_train_text_encoder_only,
-    )
-    if config.network_weights:
-        missing = network.load_weights(config.network_weights, strict=False)
-        log(
-            f"continuing from {config.network_weights}"
-            + (f" ({len(missing)} new tensors)" if missing else "")
-        )
-    network.apply_to()
-    return network
-
-
-# -- one step ---------------------------------------------------------------------------------
-
-
-class TextCache:
-    """Encoded captions, kept while the text encoders are frozen: a caption seen before (every
-    repeat of every epoch without shuffling) is not encoded again. Bounded, oldest dropped first."""
-
-    def __init__(self, size: int = 4096):
-        from collections import OrderedDict
-
-        self.size, self.items, self.hits = size, OrderedDict(), 0
-
-    def get(self, caption: str):
-        if caption in self.items:
-            self.items.move_to_end(caption)
-            self.hits += 1
-            return self.items[caption]
-        return None
-
-    def put(self, caption: str, value) -> None:
-        self.items[caption] = value
-        if len(self.items) > self.size:
-            self.items.popitem(last=False)
-
-
-def _conditioning(model, captions, config, train_text: bool, cache: TextCache | None = None):
-    from ..models.conditioning import encode, tokenize
-
-    if train_text or cache is None:
-        ids = tokenize(model, captions, config.max_token_length)
-        with nullcontext() if train_text else torch.no_grad():
-            return encode(model, ids, config.clip_skip)
-    missing = [c for c in dict.fromkeys(captions) if cache.get(c) is None]
-    if missing:
-        with torch.no_grad():
-            hidden, pooled = encode(
-                model, tokenize(model, missing, config.max_token_length), config.clip_skip
-            )
-        for i, caption in enumerate(missing):
-            cache.put(caption, (hidden[i], None if pooled is None else pooled[i]))
-    rows = [cache.get(c) for c in captions]
-    hidden = torch.stack([r[0] for r in rows])
-    pooled = None if rows[0][1] is None else torch.stack([r[1] for r in rows])
-    return hidden, pooled
-
-
-def _latents(model, batch, generator):
-    vae = model.vae
-    if batch.latents is not None:
-        latents = batch.latents.to(vae.device)
-    else:
-        with torch.no_grad():
-            images = batch.images.to(vae.device, vae.dtype)
-            latents = vae.encode(images).latent_dist.sample(generator)
-    return latents * vae.config.scaling_factor
-
-
-def _added_conditioning(model, batch, pooled, dtype):
-    if not model.family.is_xl:
-        return None
-    from ..models.conditioning import sdxl_time_ids
-
-    ids = sdxl_time_ids(
-        batch.original_sizes_hw.tolist(), batch.crop_top_lefts.tolist(), batch.target_sizes_hw.tolist()
-    )
-    return {"text_embeds": pooled.to(dtype), "time_ids": ids.to(pooled.device, dtype)}
-
-
-def step_loss(
-    model,
-    network,
-    batch,
-    scheduler,
-    noise_options,
-    loss_options,
-    config,
-    generator,
-    train_text,
-    unet_dtype,
-    text_cache=None,
-):
-    """The loss of one batch (a scalar tensor with gradients into the network)."""
-    latents = _latents(model, batch, generator).to(unet_dtype)
-    hidden, pooled = _conditioning(model, batch.captions, config, train_text, text_cache)
-    noise, noisy, timesteps = noisy_latents(latents.float(), scheduler, noise_options, generator)
-    added = _added_conditioning(model, batch, pooled, unet_dtype)
-    pred = model.unet(noisy.to(unet_dtype), timesteps, hidden.to(unet_dtype), added_cond_kwargs=added).sample
-    mask = batch.alpha_masks if batch.alpha_masks is not None else None
-    return training_loss(
-        pred.float(),
-        target(scheduler, latents.float(), noise, timesteps),
-        timesteps,
-        scheduler,
-        loss_options,
-        sample_weights=batch.loss_weights,
-        mask=mask,
-    )
-
-
-def validation_loss(model, group, scheduler, config, loss_options, seed, accelerator) -> float | None:
-    """Mean loss over the held-out images at fixed timesteps with fixed noise: comparable across
-    epochs because nothing in it is random from run to run."""
-    if group is None:
-        return None
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    losses = []
-    refs = group.epoch_batches(1)
-    if config.max_validation_steps:
-        refs = refs[: config.max_validation_steps]
-    unet_dtype = model.unet.dtype
-    with torch.no_grad(), accelerator.autocast():
-        for ref in refs:
-            batch = group.load_batch(ref)
-            latents = _latents(model, batch, generator).float()
-            hidden, pooled = _conditioning(model, batch.captions, config, train_text=False)
-            for t in VALIDATION_TIMESTEPS:
-                timesteps = torch.full((latents.shape[0],), t, dtype=torch.long)
-                noise = torch.randn(latents.shape, generator=generator).to(latents)
-                noisy = scheduler.add_noise(latents, noise, timesteps)
-                added = _added_conditioning(model, batch, pooled, unet_dtype)
-                pred = model.unet(
-                    noisy.to(unet_dtype),
-                    timesteps.to(latents.device),
-                    hidden.to(unet_dtype),
-                    added_cond_kwargs=added,
-                ).sample
-                losses.append(
-                    training_loss(
-                        pred.float(),
-                        target(scheduler, latents, noise, timesteps),
-                        timesteps,
-                        scheduler,
-                        loss_options,
-                    ).item()
-                )
-    return sum(losses) / len(losses) if losses else None
 
 
 def _average_gradients(parameters, accelerator) -> None:
@@ -398,7 +101,7 @@ _FIRST_FACTORS = ("lora_up.weight", "hada_w1_a", "lokr_w1", "lokr_w1_a")
 def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bool = True) -> TrainResult:
     """Run the recipe. `on_step(step, loss, effective_lrs)` is called after every optimizer step
     (the learning-rate finder uses it); `save_files=False` writes no LoRA files or states."""
-    accelerator = _accelerator(config)
+    accelerator = make_accelerator(config)
     log = _Log(accelerator.is_main_process, quiet)
     seed = config.seed if config.seed is not None else 42
     torch.manual_seed(seed)
@@ -453,7 +156,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
     log(*format_steps(plan))
     memory = estimate_memory_gb(
         base_params,
-        _weight_dtype(config).itemsize,
+        weight_dtype(config).itemsize,
         trainable,
         config.train_batch_size,
         group.datasets[0].resolution[0],
@@ -462,7 +165,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
     log(
         f"network:          {network.options.label}, {trainable:,} trainable parameters "
         + ", ".join(f"{n} {part}" for part, n in network.counts().items()),
-        f"precision:        {config.mixed_precision} (base weights {_weight_dtype(config)}, LoRA {next(network.parameters()).dtype})",
+        f"precision:        {config.mixed_precision} (base weights {weight_dtype(config)}, LoRA {next(network.parameters()).dtype})",
         f"device:           {accelerator.device}" + (f" x {world} processes" if world > 1 else ""),
         f"memory estimate:  about {memory:.1f} GB (rough)",
     )
