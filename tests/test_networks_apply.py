@@ -256,3 +256,30 @@ def test_module_dropout_and_rank_dropout_only_act_in_training():
     torch.manual_seed(0)
     assert not torch.allclose(unet_out(model), deterministic, atol=1e-5)
     net.remove()
+
+
+def test_block_lr_weight_presets_follow_sd_scripts():
+    import math  # noqa: PLC0415
+
+    from lorakit.models.families import SD1, SDXL  # noqa: PLC0415
+    from lorakit.networks.blocks import block_lr_weights  # noqa: PLC0415
+
+    weights = block_lr_weights(SD1, down="cosine", up="linear+0.5", mid="2")
+    assert len(weights) == 25
+    assert weights[0] == pytest.approx(1.0) and weights[11] == pytest.approx(0.0)  # cosine: 1 -> 0
+    assert weights[5] == pytest.approx(math.sin(math.pi * (6 / 11) / 2))
+    assert weights[12] == 2.0
+    assert weights[13] == pytest.approx(0.5) and weights[24] == pytest.approx(1.5)
+    xl = block_lr_weights(SDXL, down="zeros+0.2", mid=[1, 0.5])
+    assert len(xl) == 23 and xl[0] == xl[22] == 1.0  # embedding and out blocks untouched
+    assert xl[1:10] == [0.2] * 9 and xl[10:13] == [1.0, 0.5, 1.0] and xl[13:22] == [1.0] * 9
+    assert block_lr_weights(SD1, down=[0.05, 1], up=None, zero_threshold=0.1)[:3] == [0.0, 1.0, 1.0]
+    assert block_lr_weights(SD1) is None
+
+
+def test_network_saved_without_precision_keeps_the_training_dtype(tmp_path):
+    net = create_network(tiny("sd1"), "networks.lora", 2, 1).to(torch.bfloat16)
+    from network_helpers import read_file  # noqa: PLC0415
+
+    tensors, _ = read_file(net.save(tmp_path / "bf16.safetensors"))
+    assert {t.dtype for t in tensors.values()} == {torch.bfloat16}

@@ -36,8 +36,8 @@ def pipeline(model):
 
 @pytest.mark.parametrize(
     "family, args",
-    [("sd1", []), ("sd1", ["conv_dim=4", "conv_alpha=2"]), ("sdxl", ["conv_dim=2"])],
-    ids=["sd1-lora", "sd1-locon", "sdxl-locon"],
+    [("sd1", []), ("sd1", ["conv_dim=4", "conv_alpha=2"]), ("sd2", []), ("sdxl", ["conv_dim=2"])],
+    ids=["sd1-lora", "sd1-locon", "sd2-lora", "sdxl-locon"],
 )
 def test_diffusers_fuse_equals_lorakit_merge(family, args, tmp_path):
     trained = tiny(family)

@@ -275,6 +275,8 @@ class LoRANetwork(nn.Module):
         keys are filled in here. precision: "fp16" | "bf16" | "float" | a dtype | None (as trained).
         modelspec: overrides for modelspec.* (title, author, trigger_phrase...).
         """
+        if precision is None:  # as trained; alpha follows the factors, as in sd-scripts
+            precision = next((p.dtype for p in self.parameters() if p.is_floating_point()), None)
         meta = {**self.network_metadata(), **(metadata or {})}
         meta = {k: v for k, v in meta.items() if v != ""}
         return save_network_file(
