@@ -7,14 +7,28 @@ independent computations.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
+
 import torch
 from safetensors import safe_open
 
 from lorakit.models.tiny import random_model
 
 
-def tiny(family: str = "sd1", seed: int = 0):
+@functools.cache
+def _pristine(family: str, seed: int):
     return random_model(family, "v_prediction" if family == "sd2" else "epsilon", seed=seed)
+
+
+def tiny(family: str = "sd1", seed: int = 0):
+    """A fresh tiny model (same weights for the same seed). Copies the U-Net and text encoders
+    of one cached model; the VAE and tokenizers, which no network touches, are shared."""
+    base = _pristine(family, seed)
+    return dataclasses.replace(
+        base, unet=copy.deepcopy(base.unet), text_encoders=[copy.deepcopy(te) for te in base.text_encoders]
+    )
 
 
 def randomize(network, seed: int = 1, std: float = 0.1) -> None:

@@ -10,6 +10,7 @@ from network_helpers import dora_hand, hand_delta, modules_of, randomize, read_f
 from safetensors.torch import save as st_save
 
 from lorakit.networks import NetworkError, create_network, load_network, merge_networks
+from lorakit.networks.network import create_network_from_weights
 
 CASES = {
     "lora": ("networks.lora", []),
@@ -162,3 +163,17 @@ def test_loaded_file_reports_its_family_and_modules(tmp_path):
     assert network.family.name == "sd2"
     assert set(network.modules) == set(net.layers)
     assert network.format == "kohya"
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_network_from_weights_rebuilds_the_same_network(case, tmp_path):
+    module, args = CASES[case]
+    model = tiny("sd1")
+    net = create_network(model, module, 4, 2, args)
+    randomize(net, seed=4)
+    path = net.save(tmp_path / "w.safetensors")
+    again = create_network_from_weights(tiny("sd1"), path)
+    assert set(again.layers) == set(net.layers)
+    expected, got = net.deltas(), again.deltas()
+    for name in expected:
+        assert torch.allclose(got[name], expected[name], atol=1e-6), name
