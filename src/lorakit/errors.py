@@ -11,3 +11,7 @@ class ModelError(LorakitError):
 
 class UnsafeFileError(ModelError):
     """A pickle file that asks to run code while loading."""
+
+
+class NetworkError(LorakitError):
+    """A LoRA/LyCORIS network that cannot be built, read or applied as asked."""

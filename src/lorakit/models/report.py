@@ -76,7 +76,9 @@ def checkpoint_report(path: Path, v_parameterization: bool | None = None) -> dic
 
 
 def _is_network_file(file: TensorFile) -> bool:
-    return any(k.startswith(("lora_unet_", "lora_te")) for k in list(file)[:50])
+    from ..networks.reading import is_network_file_keys  # noqa: PLC0415
+
+    return is_network_file_keys(list(file)[:200])
 
 
 def _folder_report(path: Path, v_parameterization: bool | None) -> dict[str, Any]:
