@@ -15,6 +15,8 @@ from ..errors import LorakitError
 COMMANDS = {
     "inspect": "inspect_cmd",
     "convert": "convert_cmd",
+    "generate": "generate_cmd",
+    "grid": "grid_cmd",
 }
 
 
