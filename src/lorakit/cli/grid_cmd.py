@@ -25,6 +25,8 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--run",
+        dest="run_dir",
+        metavar="OUTPUT_DIR",
         help="A training output folder: grid of its saved epochs (rows) x LoRA weights (columns), "
         "using run.json there for the model, sample prompts and validation losses.",
     )
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.prompts import load_prompts
     from ..evaluation.run_record import load_run, loss_table
 
-    record = load_run(args.run) if args.run else None
+    record = load_run(args.run_dir) if args.run_dir else None
     specs = prompt_specs(args)
     if record is not None:
         if specs is None and record.sample_prompts:
@@ -70,11 +72,11 @@ def run(args: argparse.Namespace) -> int:
         raise LorakitError("--model is required (or a run.json naming its base_model, with --run).")
     if specs is None:
         raise LorakitError("give a --prompt or --prompts (the run records no sample prompts).")
-    out = Path(args.out) if args.out else (Path(args.run) / "grid" if args.run else None)
+    out = Path(args.out) if args.out else (Path(args.run_dir) / "grid" if args.run_dir else None)
     if out is None:
         raise LorakitError("--out is required: the folder for the grid.")
 
-    lora_base = Path(args.run) if args.run else None
+    lora_base = Path(args.run_dir) if args.run_dir else None
     x = parse_axis(args.x, lora_base) if args.x else None
     y = parse_axis(args.y, lora_base) if args.y else None
     z = parse_axis(args.z, lora_base) if args.z else None

@@ -229,10 +229,11 @@ class Generator:
             if self.model.family.is_xl:
                 log.info("Clip skip is not used for SDXL (as in A1111); ignoring %d", s.clip_skip)
             else:
-                kwargs["clip_skip"] = s.clip_skip - 1  # diffusers counts the layers skipped
+                kwargs["prompt_embeds"] = self._encode(s.prompt, s.clip_skip)
+                kwargs["negative_prompt_embeds"] = self._encode(s.negative_prompt, s.clip_skip)
+        if "prompt_embeds" not in kwargs:
+            kwargs.update(prompt=s.prompt, negative_prompt=s.negative_prompt)
         images = self.pipe(
-            prompt=s.prompt,
-            negative_prompt=s.negative_prompt,
             guidance_scale=s.cfg,
             width=s.width,
             height=s.height,
@@ -243,6 +244,22 @@ class Generator:
             **kwargs,
         ).images
         return [GeneratedImage(image, seed, self.parameters(s, seed)) for image, seed in zip(images, seeds)]
+
+    def _encode(self, text: str, clip_skip: int) -> torch.Tensor:
+        """SD1/SD2 prompt embedding with A1111's clip skip: the hidden state `clip_skip` layers from
+        the end, through the final layer norm (diffusers' own clip_skip path breaks on
+        transformers 5, whose CLIPTextModel has no `text_model`)."""
+        tokenizer, encoder = self.model.tokenizers[0], self.model.text_encoders[0]
+        ids = tokenizer(
+            text,
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(self.device)
+        hidden = encoder(ids, output_hidden_states=True).hidden_states[-clip_skip]
+        norm = getattr(encoder, "text_model", encoder).final_layer_norm
+        return norm(hidden)
 
     def _initial_latents(self, s: GenerationSettings, generators: list[torch.Generator]) -> torch.Tensor:
         factor = self.pipe.vae_scale_factor
