@@ -212,3 +212,31 @@ def test_grid_run_errors(tmp_path, capsys):
     (tmp_path / "run.json").write_text(json.dumps({"epochs": [{"file": "gone.safetensors"}]}))
     assert main(["grid", "--run", str(tmp_path), "--model", "x"]) == 2
     assert "gone.safetensors" in capsys.readouterr().err
+
+
+def test_sdxl_block_weight_axis(tiny_checkpoints, tmp_path):
+    """A LoRA made by lorakit's own network code for SDXL, varied by A1111 block-weight vectors:
+    all blocks at 0 gives the base image, all at 1 the full LoRA, BASE only changes the text side."""
+    import torch
+
+    from lorakit.networks import create_network
+
+    model = load_model(tiny_checkpoints["sdxl"])
+    network = create_network(model, network_dim=4, network_alpha=4)
+    with torch.no_grad():
+        for p in network.parameters():
+            p.normal_(0, 0.3, generator=torch.Generator().manual_seed(p.numel()))
+    lora = network.save(tmp_path / "xl.safetensors")
+    del network
+
+    generator = Generator(model)
+    zeros, ones, base_only = "0,0,0,0,0,0,0,0,0,0,0,0", "1,1,1,1,1,1,1,1,1,1,1,1", "1,0,0,0,0,0,0,0,0,0,0,0"
+    x = parse_axis(f'blocks="{zeros}","{ones}","{base_only}"')
+    settings = GenerationSettings(prompt="a cat", sampler="Euler", steps=2, seed=3, width=CELL, height=CELL)
+    result = run_grid(generator, GenerationSettings(**{**settings.__dict__, "loras": [LoraRef(lora)]}), x)
+    no_lora = np.asarray(generator(settings)[0].image).astype(int)
+    cells = [np.asarray(c.image.image).astype(int) for c in sorted(result.cells, key=lambda c: c.x)]
+    assert np.array_equal(cells[0], no_lora)
+    assert np.abs(cells[1] - no_lora).max() > 10
+    assert not np.array_equal(cells[2], no_lora) and not np.array_equal(cells[2], cells[1])
+    assert result.cells[0].image.parameters.prompt == f"a cat <lora:xl:1:lbw={zeros}>"
