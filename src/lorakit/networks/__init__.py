@@ -8,7 +8,7 @@ format users have; `apply` strength, block weights, merge and unmerge; `report` 
 
 from .apply import MergedNetworks, NetworkSpec, applied, merge_networks, network_deltas
 from .errors import NetworkError
-from .network import LoRANetwork, create_network
+from .network import LoRANetwork, create_network, create_network_from_weights
 from .options import NetworkOptions, network_options
 from .reading import ModuleWeights, NetworkFile, load_network
 
@@ -22,6 +22,7 @@ __all__ = [
     "NetworkSpec",
     "applied",
     "create_network",
+    "create_network_from_weights",
     "load_network",
     "merge_networks",
     "network_deltas",

@@ -286,6 +286,10 @@ class LoKrModule(NetworkModule):
         if self.w1_full and self.w2_full:
             self.alpha.fill_(float(dim))  # no rank: the scale is 1 in every client
 
+    @property
+    def scale(self) -> float:
+        return 1.0 if (self.w1_full and self.w2_full) else super().scale
+
     def delta(self) -> torch.Tensor:
         d = fn.lokr_delta(
             w1=self.lokr_w1 if self.w1_full else None,

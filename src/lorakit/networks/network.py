@@ -19,7 +19,7 @@ from .errors import NetworkError
 from .file import save_network_file
 from .modules import MODULE_CLASSES, PLUS_PARAMS, NetworkModule
 from .naming import Layer, LayerIndex
-from .options import NetworkOptions, network_options
+from .options import CLIENT_SUPPORT, NetworkOptions, network_options
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,15 @@ def _dim_alpha(layer: Layer, opts: NetworkOptions) -> tuple[int, float | None]:
 class LoRANetwork(nn.Module):
     """The modules of one network, keyed by their file names (so `state_dict()` is the file)."""
 
-    def __init__(self, model, options: NetworkOptions, multiplier: float = 1.0):
+    def __init__(
+        self,
+        model,
+        options: NetworkOptions,
+        multiplier: float = 1.0,
+        modules_dim: Mapping[str, tuple[int, float | None]] | None = None,
+    ):
+        """modules_dim: name -> (dim, alpha) for exactly these layers (a network shaped like a
+        file, sd-scripts' `--dim_from_weights`); otherwise the options choose layers and dims."""
         super().__init__()
         self.options = options
         self.family = model.family
@@ -89,9 +97,14 @@ class LoRANetwork(nn.Module):
                 "use_tucker": options.use_tucker,
             }
         for layer in self.index.layers.values():
-            if not _selected(layer, options):
+            if modules_dim is not None:
+                if layer.name not in modules_dim:
+                    continue
+                dim, alpha = modules_dim[layer.name]
+            elif not _selected(layer, options):
                 continue
-            dim, alpha = _dim_alpha(layer, options)
+            else:
+                dim, alpha = _dim_alpha(layer, options)
             if not dim:
                 continue
             module = cls(
@@ -116,6 +129,8 @@ class LoRANetwork(nn.Module):
             )
         counts = self.counts()
         log.info("%s: %s", options.label, ", ".join(f"{n} {part} modules" for part, n in counts.items()))
+        if options.algo != "lora":
+            log.info("%s files load in %s.", options.label, CLIENT_SUPPORT[options.algo])
 
     # ---- structure ------------------------------------------------------------------------
 
@@ -290,3 +305,51 @@ def create_network(
         network_train_text_encoder_only,
     )
     return LoRANetwork(model, opts, multiplier)
+
+
+def create_network_from_weights(model, path: str | Path, multiplier: float = 1.0) -> LoRANetwork:
+    """A network shaped like an existing file (its layers, dims, alphas, algorithm) with the file's
+    weights loaded: sd-scripts' `--network_weights` with `--dim_from_weights`."""
+    from .reading import load_network  # noqa: PLC0415
+
+    network_file = load_network(path, model=model)
+    algos = network_file.algorithms
+    if len(algos) != 1:
+        raise NetworkError(
+            f"{path} mixes algorithms ({', '.join(algos)}); lorakit trains one algorithm per network."
+        )
+    meta = network_file.metadata
+    args: dict[str, Any] = {}
+    try:
+        args = json.loads(meta.get("ss_network_args") or "{}") or {}
+    except ValueError:
+        args = {}
+    module = meta.get("ss_network_module", "")
+    if algos[0] != "lora" or module == "lycoris.kohya":
+        module = "lycoris.kohya"
+        args.setdefault("algo", algos[0])
+    elif module not in ("networks.lora", "networks.dylora"):
+        module = "networks.lora"
+    any_module = next(iter(network_file.modules.values()))
+    args = {
+        k: v
+        for k, v in args.items()
+        if k in ("algo", "factor", "decompose_both", "use_tucker", "unit", "wd_on_out")
+    }
+    if any(m.dora_scale is not None for m in network_file.modules.values()):
+        args["dora_wd"] = "true"
+    tucker_keys = ("lora_mid.weight", "hada_t1", "lokr_t2")
+    if any(k in m.tensors for m in network_file.modules.values() for k in tucker_keys):
+        args["use_tucker"] = "true"
+        if module != "lycoris.kohya":
+            module, args["algo"] = "lycoris.kohya", "locon"
+    opts = network_options(model.family, module, any_module.rank or 1, any_module.alpha, args)
+    dims = {}
+    for name, weights in network_file.modules.items():
+        rank = weights.rank
+        if rank is None:  # LoKr with both factors full: the dim only decides the shapes
+            rank = max(weights.tensors["lokr_w2"].shape[:2])
+        dims[name] = (rank, weights.alpha)
+    network = LoRANetwork(model, opts, multiplier, modules_dim=dims)
+    network.load_weights(network_file.kohya_tensors())
+    return network

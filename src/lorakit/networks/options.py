@@ -16,6 +16,14 @@ from ..models.families import Family
 from .blocks import block_lr_weights, block_vector
 from .errors import NetworkError
 
+# Which clients load which algorithm (for --help and the README): diffusers' loader accepts only
+# lora_down/lora_up/alpha (+dora_scale) and rejects a LoHa or LoKr file whole.
+CLIENT_SUPPORT = {
+    "lora": "A1111, ComfyUI, diffusers, kohya",
+    "loha": "A1111 and ComfyUI (not diffusers' load_lora_weights)",
+    "lokr": "A1111 and ComfyUI (not diffusers' load_lora_weights)",
+}
+
 MODULES = ("networks.lora", "networks.dylora", "lycoris.kohya")
 ALGOS = ("lora", "locon", "loha", "lokr", "dylora")
 UNSUPPORTED_ALGOS = ("glora", "ia3", "diag-oft", "boft", "full", "oft", "tlora")

@@ -171,16 +171,18 @@ def network_report(path: Path) -> dict[str, Any]:
     network = load_network(path)
     meta = network.metadata
     parts: dict[str, dict[str, list[str]]] = {}
-    blocks: dict[str, dict[str, set[tuple[str, str]]]] = {}
-    for name, module in network.modules.items():
+    blocks: dict[str, dict[str, dict[str, set[str]]]] = {}
+    for name, module in sorted(network.modules.items(), key=lambda item: split_name(item[0])[0] != "unet"):
         part, rest = split_name(name)
         entry = parts.setdefault(part, {"ranks": [], "alphas": [], "conv_ranks": []})
         rank, alpha = _rank_text(module), _alpha_text(module)
-        (entry["conv_ranks"] if module.is_conv_kxk else entry["ranks"]).append(rank)
+        kind = "conv" if module.is_conv_kxk else "linear"
+        entry["conv_ranks" if kind == "conv" else "ranks"].append(rank)
         entry["alphas"].append(alpha)
         label = block_label(part, rest)
         if label:
-            blocks.setdefault(part, {}).setdefault(label, set()).add((rank, alpha))
+            cell = blocks.setdefault(part, {}).setdefault(label, {"linear": set(), "conv": set()})
+            cell[kind].add(f"{rank}/{alpha}")
     summary = {}
     for part, entry in parts.items():
         summary[part] = {
@@ -191,11 +193,18 @@ def network_report(path: Path) -> dict[str, Any]:
         }
     per_block = {}
     for part, labels in blocks.items():
-        values = {label: sorted(v) for label, v in labels.items()}
-        if len({tuple(v) for v in values.values()}) > 1:
+        varies = any(
+            len({frozenset(cell[kind]) for cell in labels.values() if cell[kind]}) > 1
+            for kind in ("linear", "conv")
+        )
+        if varies:  # rank/alpha of the Linear/1x1 layers, then of the kxk convs
             per_block[part] = {
-                label: ", ".join(f"{r}/{a}" for r, a in v)
-                for label, v in sorted(values.items(), key=_block_order)
+                label: "; ".join(
+                    ("conv " if kind == "conv" else "") + ", ".join(sorted(cell[kind]))
+                    for kind in ("linear", "conv")
+                    if cell[kind]
+                )
+                for label, cell in sorted(labels.items(), key=_block_order)
             }
     dtypes = Counter(
         str(t.dtype).removeprefix("torch.") for m in network.modules.values() for t in m.tensors.values()
