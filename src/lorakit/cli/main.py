@@ -13,13 +13,15 @@ from ..errors import LorakitError
 
 # command -> module in this package; the order is the order `lorakit --help` lists them in.
 COMMANDS = {
-    "inspect": "inspect_cmd",
-    "convert": "convert_cmd",
-    "train": "train_cmd",
-    "lr-find": "lr_find_cmd",
     "dataset": "dataset_cmd",
     "prep": "prep_cmd",
     "tags": "tags_cmd",
+    "train": "train_cmd",
+    "lr-find": "lr_find_cmd",
+    "generate": "generate_cmd",
+    "grid": "grid_cmd",
+    "inspect": "inspect_cmd",
+    "convert": "convert_cmd",
 }
 
 

@@ -1,0 +1,152 @@
+"""`lorakit generate`: images from a model plus LoRA files, with the settings written into each
+PNG the way A1111 writes them."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="The base model: a .safetensors/.ckpt checkpoint or a diffusers folder.")
+    p.add_argument("--vae", help="A separate VAE file to use instead of the model's own.")
+    p.add_argument(
+        "--v_parameterization",
+        "--v-parameterization",
+        action="store_true",
+        default=None,
+        help="Treat the model as v-prediction (SD2 768-v models whose file does not say so).",
+    )
+    p.add_argument("--device", default="auto", help="cuda, cpu, mps, or auto (the GPU if there is one).")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "fp16", "bf16"],
+        help="Number format for generating. auto: fp16 on a GPU, fp32 on the CPU.",
+    )
+
+
+def add_generation_options(p: argparse.ArgumentParser, batch: bool = True) -> None:
+    p.add_argument("--prompt", help="The prompt. It may hold A1111 tags like <lora:name:0.8>.")
+    p.add_argument(
+        "--prompts",
+        help="A prompt file as sd-scripts reads it (.txt, .toml or .json; lines like "
+        "'a cat --n blurry --w 512 --h 768 --d 1 --s 28 --l 7 --ss euler_a').",
+    )
+    p.add_argument("--negative", "--negative-prompt", default="", help="The negative prompt.")
+    p.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="FILE[:WEIGHT[:BLOCKS]]",
+        help="A LoRA/LyCORIS file to apply, with its weight (default 1) and optional A1111 block "
+        "weights (a preset like OUTALL or 17/26 numbers for SD1, 12/20 for SDXL). Repeat for more.",
+    )
+    p.add_argument("--lora-dir", "--lora_dir", help="Folder where <lora:name> tags in prompts are looked up.")
+    p.add_argument(
+        "--sampler",
+        default=None,
+        help="A1111 sampler name, e.g. 'DPM++ 2M Karras', 'Euler a', 'DDIM' (sd-scripts names like "
+        "euler_a work too). Default: DPM++ 2M Karras.",
+    )
+    p.add_argument("--steps", type=int, default=None, help="Sampling steps (default 30).")
+    p.add_argument(
+        "--cfg",
+        "--scale",
+        type=float,
+        default=None,
+        help="CFG scale: how closely to follow the prompt (default 7.5).",
+    )
+    p.add_argument(
+        "--seed", type=int, default=-1, help="Seed; -1 picks a random one (it is written into the PNG)."
+    )
+    p.add_argument(
+        "--width", type=int, default=None, help="Image width in pixels (default: the model's own size)."
+    )
+    p.add_argument(
+        "--height", type=int, default=None, help="Image height in pixels (default: the model's own size)."
+    )
+    if batch:
+        p.add_argument("--batch", type=int, default=1, help="Images per prompt; image n gets seed + n.")
+    p.add_argument(
+        "--clip-skip",
+        "--clip_skip",
+        type=int,
+        default=None,
+        help="A1111 'Clip skip': 1 uses the text encoder's last layer, 2 the one before (common for anime models).",
+    )
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="Make images with a model and LoRA files (A1111 samplers and PNG info).",
+        description="Make images from a base model with LoRA/LyCORIS files applied by lorakit's own code, "
+        "using A1111 sampler names. Each PNG carries its settings in the A1111 'parameters' field, so A1111's "
+        "PNG Info tab, ComfyUI and image browsers show them.",
+    )
+    add_model_options(p)
+    add_generation_options(p)
+    p.add_argument("--out", required=True, help="Folder to write the images into.")
+    p.set_defaults(run=run)
+
+
+def base_settings(args: argparse.Namespace):
+    """The command's settings; prompt-file entries override them one by one."""
+    from ..evaluation.generate import GenerationSettings
+    from ..evaluation.prompts import DEFAULT_CFG, DEFAULT_STEPS, parse_lora_option
+    from ..evaluation.samplers import DEFAULT_SAMPLER, find_sampler
+
+    if args.sampler:
+        find_sampler(args.sampler)  # a typo fails before the model is loaded
+    return GenerationSettings(
+        prompt="",
+        negative_prompt=args.negative or "",
+        sampler=args.sampler or DEFAULT_SAMPLER,
+        steps=args.steps or DEFAULT_STEPS,
+        cfg=args.cfg if args.cfg is not None else DEFAULT_CFG,
+        seed=args.seed,
+        width=args.width,
+        height=args.height,
+        batch=getattr(args, "batch", 1),
+        clip_skip=args.clip_skip or 1,
+        loras=[parse_lora_option(text) for text in args.lora],
+    )
+
+
+def prompt_specs(args: argparse.Namespace):
+    from ..errors import LorakitError
+    from ..evaluation.prompts import PromptSpec, load_prompts
+
+    if args.prompts and args.prompt:
+        raise LorakitError("give --prompt or --prompts, not both.")
+    if args.prompts:
+        return load_prompts(args.prompts)
+    if args.prompt is not None:
+        return [PromptSpec(prompt=args.prompt)]
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import LorakitError
+    from ..evaluation.generate import open_generator, save_images, settings_for_prompt
+
+    if not args.model:
+        raise LorakitError("--model is required: the base model to generate with.")
+    specs = prompt_specs(args)
+    if specs is None:
+        raise LorakitError("give a --prompt, or a prompt file with --prompts.")
+    defaults = base_settings(args)
+    lora_dir = args.lora_dir or (defaults.loras[0].path.parent if defaults.loras else None)
+    requests = [settings_for_prompt(spec, defaults, lora_dir) for spec in specs]
+    generator = open_generator(args.model, args.vae, args.v_parameterization, args.device, args.precision)
+    for request in requests:
+        generator.resolve(request)
+        for lora in request.loras:
+            generator.networks.check(lora)
+    out = Path(args.out)
+    for request in requests:
+        for path in save_images(generator(request), out):
+            print(path)
+    generator.close()
+    return 0

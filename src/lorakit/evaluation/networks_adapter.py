@@ -1,0 +1,62 @@
+"""The one place evaluation touches `lorakit.networks`: merge a set of networks into the loaded
+model and take them out again.
+
+Merging (rather than hooking layers) keeps each image at the base model's speed, and the networks
+package restores the original weights bit for bit on unmerge, so a grid can go from one LoRA to
+the next without reloading the base model, and "weight 0" gives exactly the base image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..networks import NetworkSpec, load_network, merge_networks
+from .prompts import LoraRef
+
+
+class NetworkSwitcher:
+    """Keeps one set of networks merged into `model`; asking for another set restores the base
+    weights first. Files are read once and kept, on the model's device."""
+
+    def __init__(self, model):
+        self.model = model
+        self._files: dict[Path, object] = {}
+        self._merged = None
+        self._key: tuple = ()
+        self.merges = 0  # how many times a set was merged (tests count swaps)
+
+    def _file(self, path: Path):
+        path = Path(path).resolve()
+        if path not in self._files:
+            network = load_network(path, model=self.model)
+            device = self.model.unet.device
+            for module in network.modules.values():  # deltas are computed where the weights are
+                module.tensors = {k: v.to(device) for k, v in module.tensors.items()}
+            self._files[path] = network
+        return self._files[path]
+
+    def use(self, loras: Sequence[LoraRef]) -> None:
+        key = tuple((str(Path(r.path).resolve()), float(r.weight), r.blocks) for r in loras)
+        if key == self._key:
+            return
+        self.clear()
+        if loras:
+            specs = [NetworkSpec(self._file(r.path), r.weight, r.blocks) for r in loras]
+            self._merged = merge_networks(self.model, specs)
+            self.merges += 1
+        self._key = key
+
+    def clear(self) -> None:
+        if self._merged is not None:
+            self._merged.unmerge()
+            self._merged = None
+        self._key = ()
+
+    def check(self, lora: LoraRef) -> None:
+        """Read `lora` now, so a bad file or block vector fails before any image is made."""
+        from ..networks.blocks import lbw_weights
+
+        self._file(lora.path)
+        if lora.blocks is not None:
+            lbw_weights(lora.blocks, self.model.family)
