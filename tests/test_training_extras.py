@@ -78,3 +78,47 @@ def test_caption_cache_gives_the_sameconditioning(tiny_checkpoints):
     again = conditioning(model, captions, config, train_text=False, cache=cache)
     assert torch.allclose(direct[0], cached[0], atol=1e-6) and torch.allclose(direct[1], cached[1], atol=1e-6)
     assert torch.equal(cached[0], again[0]) and cache.hits >= 3 and len(cache.items) == 2
+
+
+def test_previews_every_epoch_with_parameters_and_no_effect_on_training(tiny_checkpoints, tmp_path):
+    from PIL import Image
+
+    from lorakit.evaluation.pngmeta import parse_parameters
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(
+        "# a comment line\nsks, magenta circle --n blurry --s 3 --l 5 --d 7\na red square --s 3\n"
+    )
+    base = "max_train_epochs = 2\n"
+    plain = train(load_config(_config(tmp_path / "a", tiny_checkpoints["sd1"], base)), quiet=True)
+    extra = (
+        base + f'sample_prompts = "{prompts.as_posix()}"\nsample_every_n_epochs = 1\nsample_at_first = true\n'
+    )
+    result = train(load_config(_config(tmp_path / "b", tiny_checkpoints["sd1"], extra)), quiet=True)
+    names = sorted(p.name for p in result.samples)
+    assert names == sorted(f"lora_e{e:06d}_{i}.png" for e in range(3) for i in ("00", "01", "strip"))
+    params = parse_parameters(
+        Image.open(tmp_path / "b" / "o" / "sample" / "lora_e000001_00.png").text["parameters"]
+    )
+    assert (params.prompt, params.negative_prompt, params.steps, params.cfg, params.seed) == (
+        "sks, magenta circle",
+        "blurry",
+        3,
+        5.0,
+        7,
+    )
+    assert params.sampler == "DDIM"  # sd-scripts' default preview sampler
+    # previews keep their own random state: the trained weights equal a run without previews
+    a, b = plain.network.state_dict(), result.network.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_black_and_uniform_previews_are_recognised():
+    import numpy as np
+
+    from lorakit.training.watch import preview_problem
+
+    assert preview_problem(np.zeros((8, 8, 3), np.uint8)) == "black"
+    assert preview_problem(np.full((8, 8, 3), 128, np.uint8)) == "uniform"
+    rng = np.random.default_rng(0)
+    assert preview_problem(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)) is None

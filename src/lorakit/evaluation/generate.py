@@ -137,12 +137,15 @@ class Generator:
         precision: str | None = None,
         model_name: str | None = None,
         model_hash: str | None = None,
+        cast: bool = True,
     ):
+        """cast=False keeps the model's devices and dtypes as they are (training previews must not
+        change the model being trained); the initial noise then takes the U-Net's dtype."""
         self.model = model
         self.device = device if isinstance(device, torch.device) else pick_device(device)
-        self.dtype = pick_dtype(self.device, precision)
+        self.dtype = pick_dtype(self.device, precision) if cast else model.unet.dtype
         for module in model.components.values():
-            if module.device != self.device or module.dtype != self.dtype:
+            if cast and (module.device != self.device or module.dtype != self.dtype):
                 module.to(self.device, self.dtype)
         self.pipe = build_pipeline(model)
         self.networks = NetworkSwitcher(model)

@@ -16,7 +16,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import LorakitError
@@ -26,6 +28,7 @@ from .loss import LossOptions
 from .noise import NoiseOptions, training_scheduler
 from .optim import create_optimizer, create_scheduler, effective_lrs, is_schedule_free
 from .plan import check_settings, estimate_memory_gb, format_steps, plan_steps
+from .previews import load_preview_prompts, make_previews
 from .setup import build_data, build_network, load_base, make_accelerator, merge_base_weights, weight_dtype
 from .step import TextCache, step_loss, validation_loss
 from .watch import CollapseGuard, RunRecord, Scalars, plot_losses
@@ -247,6 +250,20 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
         else None
     )
 
+    prompts = load_preview_prompts(config.sample_prompts) if config.sample_prompts else []
+    samples: list[Path] = []
+
+    def previews(label: str, at_step: int) -> None:
+        if prompts and accelerator.is_main_process:
+            files, warnings = make_previews(
+                model, network, prompts, config, output_dir / "sample", name, label
+            )
+            samples.extend(files)
+            for warning in warnings:
+                log(warning)
+            tensorboard.image("samples", np.asarray(Image.open(files[-1]).convert("RGB")), at_step)
+        accelerator.wait_for_everyone()
+
     from .metadata import new_session_id, training_metadata
 
     session, started = new_session_id(), time.time()
@@ -318,6 +335,8 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
         disable=not accelerator.is_main_process or quiet,
         dynamic_ncols=True,
     )
+    if config.sample_at_first and step == 0:
+        previews("e000000", 0)
     network.train()
     status = "finished"
     accumulate = config.gradient_accumulation_steps
@@ -372,6 +391,12 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
                 tensorboard.log(scalars, step)
                 if on_step is not None:
                     on_step(step, current, lrs)
+                if (
+                    config.sample_every_n_steps
+                    and not config.sample_every_n_epochs
+                    and step % config.sample_every_n_steps == 0
+                ):
+                    previews(f"{step:06d}", step)
                 if (
                     config.save_every_n_steps
                     and step % config.save_every_n_steps == 0
@@ -430,6 +455,11 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
                 file = save_network(ckpt.final_file(output_dir, name, ext), epoch)
                 if config.save_state or config.save_state_on_train_end:
                     save_training_state(ckpt.final_state_dir(output_dir, name), epoch + 1, 0)
+            sampling = config.sample_every_n_epochs or config.sample_every_n_steps
+            if sampling and (
+                (config.sample_every_n_epochs and epoch % config.sample_every_n_epochs == 0) or last_epoch
+            ):
+                previews(f"e{epoch:06d}", step)
             if accelerator.is_main_process:
                 record.data["losses"] = losses
                 record.add_epoch(epoch, step, epoch_loss, val, file.name if file else None)
@@ -480,6 +510,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
         plan.total_steps,
         record.path,
         plot,
+        samples=samples,
         network=network,
         model=model,
     )
