@@ -112,3 +112,15 @@ def test_printed_config_reads_back_the_same(tmp_path):
     again = load_config(again_path)
     assert again.values == config.values
     assert "[network]\n" in to_toml(config) and "network_dim = 32" in to_toml(config, only_changed=True)
+
+
+def test_options_lorakit_does_not_act_on_are_reported(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('masked_loss = true\nlog_with = "wandb"\ncache_text_encoder_outputs_to_disk = true\n')
+    config = load_config(path)
+    assert "alpha_mask" in config.ignored["masked_loss"]
+    assert config.log_with == "tensorboard" and "only TensorBoard" in config.ignored["log_with"]
+    assert "cache_text_encoder_outputs_to_disk" in config.ignored
+    path.write_text('log_with = "comet"\n')
+    with pytest.raises(ConfigError, match="log_with must be tensorboard or none"):
+        load_config(path)

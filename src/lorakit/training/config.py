@@ -104,8 +104,29 @@ def _apply(config: TrainConfig, key: str, value: Any, where: str) -> None:
     config.set(key, value, where)
 
 
+# Options lorakit reads but does not act on when set; the run says so instead of staying silent.
+NOT_SUPPORTED_WHEN_SET = {
+    "cache_text_encoder_outputs_to_disk": "encoded captions are kept in memory during the run; nothing is written to disk",
+    "masked_loss": "conditioning-image masks are not supported; alpha_mask (the image's transparency) is",
+    "log_prefix": "TensorBoard logs go to logging_dir (or output_dir/logs)",
+    "log_tracker_name": "TensorBoard logs go to logging_dir (or output_dir/logs)",
+    "console_log_level": "lorakit prints the plan, warnings and progress; use --quiet for less",
+}
+
+
 def _normalise(config: TrainConfig) -> None:
     """Old sd-scripts switches map onto their modern options."""
+    for name, why in NOT_SUPPORTED_WHEN_SET.items():
+        if config.origin[name] != "default" and config.values[name] not in (None, False):
+            config.ignored[name] = why
+    if config.log_with not in ("tensorboard", "none"):
+        if config.log_with in ("all", "wandb"):
+            config.ignored["log_with"] = (
+                f"'{config.log_with}': only TensorBoard logging is supported; using tensorboard"
+            )
+            config.set("log_with", "tensorboard", config.origin["log_with"])
+        else:
+            raise ConfigError(f"log_with must be tensorboard or none, got '{config.log_with}'.")
     if config.use_8bit_adam and config.origin["optimizer_type"] == "default":
         config.set("optimizer_type", "AdamW8bit", config.origin["use_8bit_adam"])
     if config.use_lion_optimizer and config.origin["optimizer_type"] == "default":

@@ -251,6 +251,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
     )
 
     prompts = load_preview_prompts(config.sample_prompts) if config.sample_prompts else []
+    validation_steps: list[tuple[int, float]] = []
     samples: list[Path] = []
 
     def previews(label: str, at_step: int) -> None:
@@ -335,6 +336,9 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
         disable=not accelerator.is_main_process or quiet,
         dynamic_ncols=True,
     )
+    save_every = config.save_every_n_epochs or (
+        max(1, plan.epochs // config.save_n_epoch_ratio) if config.save_n_epoch_ratio else None
+    )
     if config.sample_at_first and step == 0:
         previews("e000000", 0)
     network.train()
@@ -398,6 +402,24 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
                 ):
                     previews(f"{step:06d}", step)
                 if (
+                    validation is not None
+                    and config.validate_every_n_steps
+                    and step % config.validate_every_n_steps == 0
+                ):
+                    network.eval()
+                    val_step = validation_loss(
+                        model,
+                        validation,
+                        scheduler,
+                        config,
+                        loss_options,
+                        config.validation_seed or seed,
+                        accelerator,
+                    )
+                    network.train()
+                    tensorboard.log({"loss/validation/step_current": val_step}, step)
+                    validation_steps.append((step, val_step))
+                if (
                     config.save_every_n_steps
                     and step % config.save_every_n_steps == 0
                     and step < plan.total_steps
@@ -444,7 +466,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
             )
             last_epoch = step >= plan.total_steps or epoch >= plan.epochs
             file = None
-            if not last_epoch and config.save_every_n_epochs and epoch % config.save_every_n_epochs == 0:
+            if not last_epoch and save_every and epoch % save_every == 0:
                 file = save_network(ckpt.epoch_file(output_dir, name, epoch, ext), epoch)
                 epoch_files.append(file)
                 ckpt.prune(output_dir, rf"{name}-\d{{6}}\.{ext}", config.save_last_n_epochs)
@@ -462,6 +484,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
                 previews(f"e{epoch:06d}", step)
             if accelerator.is_main_process:
                 record.data["losses"] = losses
+                record.data["validation_steps"] = validation_steps
                 record.add_epoch(epoch, step, epoch_loss, val, file.name if file else None)
             log(
                 f"epoch {epoch}/{plan.epochs}: loss {epoch_loss:.4f}"
