@@ -80,3 +80,30 @@ def test_cli_train_prints_the_plan(tiny_checkpoints, tmp_path, capsys):
     assert (tmp_path / "o" / "lora-loss.png").read_bytes()[:4] == b"\x89PNG"
     record = json.loads((tmp_path / "o" / "run.json").read_text())
     assert [e["epoch"] for e in record["epochs"]] == [1, 2] and len(record["losses"]) == 8
+
+
+def test_bf16_checkpointing_accumulation_and_loss_options(tiny_checkpoints, tmp_path):
+    """bf16 autocast on the CPU, gradient checkpointing (the LoRA must still get gradients through
+    the recomputed blocks), gradient accumulation, and the noise/loss options together."""
+    train_dir = make_folder_dataset(tmp_path, images=4, repeats=1)
+    body = (
+        f'train_data_dir = "{train_dir.as_posix()}"\ncaption_extension = ".txt"\nresolution = "64"\n'
+        "network_dim = 4\nlearning_rate = 1e-3\nmax_train_epochs = 1\nseed = 2\n"
+        'mixed_precision = "bf16"\ngradient_checkpointing = true\ngradient_accumulation_steps = 2\n'
+        "noise_offset = 0.05\nmultires_noise_iterations = 4\nip_noise_gamma = 0.1\nmin_snr_gamma = 5\n"
+        'loss_type = "huber"\nzero_terminal_snr = true\nclip_skip = 2\nmax_token_length = 150\n'
+        f'output_dir = "{(tmp_path / "out").as_posix()}"\nlog_with = "none"\n'
+    )
+    config = write_config(tmp_path / "config.toml", tiny_checkpoints["sd1"], body)
+    result = train(load_config(config), quiet=True)
+    assert result.steps == result.planned_steps == 2  # 4 batches, 2 accumulated per step
+    assert result.model.unet.dtype == torch.bfloat16
+    assert next(result.network.parameters()).dtype == torch.float32  # trainable weights stay fp32
+    assert all(torch.isfinite(torch.tensor(loss)) for _, loss in result.losses)
+    ups = {n: p for n, p in result.network.named_parameters() if n.endswith("lora_up.weight")}
+    # clip_skip = 2 reads the text encoder's second-to-last layer, so its last layer (of 2) cannot learn
+    unused = {n for n in ups if n.startswith("lora_te_text_model_encoder_layers_1_")}
+    assert len(unused) == 6
+    still = [n for n, p in ups.items() if n not in unused and p.abs().sum().item() == 0]
+    assert not still, f"{len(still)} modules got no gradient: {still[:3]}"
+    assert all(ups[n].abs().sum().item() == 0 for n in unused)
