@@ -123,6 +123,18 @@ def _algorithm(network) -> str:
     return name
 
 
+def _readable(key: str, value: str) -> str:
+    """sd-scripts stores times as Unix timestamps; show them as dates."""
+    if key.endswith("_at"):
+        try:
+            import time
+
+            return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(value)))
+        except ValueError:
+            return value
+    return value
+
+
 def _json(text: str | None) -> Any:
     if not text:
         return None
@@ -209,7 +221,9 @@ def network_report(path: Path) -> dict[str, Any]:
     dtypes = Counter(
         str(t.dtype).removeprefix("torch.") for m in network.modules.values() for t in m.tensors.values()
     )
-    training = {label: meta[key] for key, label in TRAINING_KEYS if meta.get(key) not in (None, "", "None")}
+    training = {
+        label: _readable(key, meta[key]) for key, label in TRAINING_KEYS if meta.get(key) not in (None, "", "None")
+    }
     return {
         "kind": "network",
         "file": str(path),
