@@ -39,7 +39,7 @@ def test_validation_loss_per_epoch_is_recorded_and_deterministic(tiny_checkpoint
     _, validation = build_data(config, result.model, 5, print)
     assert validation.num_train_images == 2
     result.network.eval()
-    from accelerate import Accelerator
+    from lorakit.training.setup import Runtime
 
     again = validation_loss(
         result.model,
@@ -48,7 +48,7 @@ def test_validation_loss_per_epoch_is_recorded_and_deterministic(tiny_checkpoint
         config,
         LossOptions(),
         5,
-        Accelerator(cpu=True),
+        Runtime("no"),
     )
     assert again == epochs[-1]["validation_loss"]
 

@@ -222,7 +222,9 @@ def network_report(path: Path) -> dict[str, Any]:
         str(t.dtype).removeprefix("torch.") for m in network.modules.values() for t in m.tensors.values()
     )
     training = {
-        label: _readable(key, meta[key]) for key, label in TRAINING_KEYS if meta.get(key) not in (None, "", "None")
+        label: _readable(key, meta[key])
+        for key, label in TRAINING_KEYS
+        if meta.get(key) not in (None, "", "None")
     }
     return {
         "kind": "network",

@@ -8,15 +8,38 @@ from ..errors import ConfigError
 from .config import TrainConfig, network_args
 
 
-def make_accelerator(config: TrainConfig):
-    from accelerate import Accelerator
+class Runtime:
+    """Where this process runs and with whom: accelerate's process state (set up by
+    `accelerate launch` or `torchrun`), plus autocast for the chosen mixed precision. Kept explicit
+    rather than a full `Accelerator`, whose process-wide state cannot change between runs in one
+    process (the tests, a web UI) and whose model wrapping the hooked network does not need."""
 
-    cuda = torch.cuda.is_available()
-    if config.mixed_precision == "fp16" and not cuda:
-        raise ConfigError(
-            'mixed_precision = "fp16" needs an NVIDIA GPU. On a CPU use "bf16" (faster there) or "no".'
+    def __init__(self, mixed_precision: str):
+        from accelerate import PartialState
+
+        cuda = torch.cuda.is_available()
+        if mixed_precision == "fp16" and not cuda:
+            raise ConfigError(
+                'mixed_precision = "fp16" needs an NVIDIA GPU. On a CPU use "bf16" (faster there) or "no".'
+            )
+        self.state = PartialState(cpu=not cuda)
+        self.device = self.state.device
+        self.process_index = self.state.process_index
+        self.num_processes = self.state.num_processes
+        self.is_main_process = self.state.is_main_process
+        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision)
+
+    def autocast(self):
+        return torch.autocast(
+            self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
         )
-    return Accelerator(mixed_precision=config.mixed_precision, cpu=not cuda)
+
+    def wait_for_everyone(self) -> None:
+        self.state.wait_for_everyone()
+
+
+def make_accelerator(config: TrainConfig) -> Runtime:
+    return Runtime(config.mixed_precision)
 
 
 def weight_dtype(config: TrainConfig) -> torch.dtype:
