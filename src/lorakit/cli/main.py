@@ -15,6 +15,9 @@ from ..errors import LorakitError
 COMMANDS = {
     "inspect": "inspect_cmd",
     "convert": "convert_cmd",
+    "merge": "merge_cmd",
+    "resize": "resize_cmd",
+    "extract": "extract_cmd",
     "train": "train_cmd",
     "dataset": "dataset_cmd",
     "prep": "prep_cmd",
