@@ -76,7 +76,9 @@ def spectrum_module(out_dim: int, in_dim: int, singular: list[float], alpha: flo
 
 
 def write_kohya(path, modules: dict[str, dict[str, torch.Tensor]], metadata=None):
-    tensors = {f"{name}.{suffix}": t for name, parts in modules.items() for suffix, t in parts.items()}
+    tensors = {
+        f"{name}.{suffix}": t.contiguous() for name, parts in modules.items() for suffix, t in parts.items()
+    }
     save_file(tensors, str(path), metadata=metadata or {})
     return path
 

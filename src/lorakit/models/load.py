@@ -84,8 +84,9 @@ def load_model(
 
 def load_structure(path: str | Path) -> StableDiffusionModel:
     """A single-file checkpoint's model with its components on the meta device: every layer and
-    shape, no weights read. Streaming tools (merge, extract) resolve LoRA names and file keys
-    against it, then read only the tensors they touch, so a 7 GB SDXL file is never in memory."""
+    shape, no weights (and no tokenizers) read. Streaming tools (merge, extract) resolve LoRA
+    names and file keys against it, then read only the tensors they touch, so a 7 GB SDXL file
+    is never in memory."""
     path = Path(path)
     if path.is_dir():
         raise ModelError(f"{path} is a folder; reading the structure alone needs a single-file checkpoint.")
@@ -126,7 +127,7 @@ def _load_single_file(path: Path, dtype: torch.dtype | None, weights: bool = Tru
         unet=unet,
         vae=vae,
         text_encoders=encoders,
-        tokenizers=[clip_tokenizer(open_clip) for open_clip in family.open_clip],
+        tokenizers=[clip_tokenizer(open_clip) for open_clip in family.open_clip] if weights else [],
         prediction_type=prediction,
         prediction_source="file" if told else "default",
         resolution=_resolution(file.metadata, family, prediction),

@@ -1,8 +1,8 @@
 """A file module's full delta when no base model is loaded (LoRA-to-LoRA merge, resize).
 
 The delta needs the layer's weight shape. A LoRA's factors carry it (down [r,in(,kh,kw)], up
-[out,r]), and so does a Tucker LoHa, but a plain LoHa/LoKr conv module stores its kernel
-flattened into the columns: there the shape comes from the layer index of the family (the
+[out,r]), and so does a Tucker LoHa, but a plain LoHa/LoKr module stores a conv kernel
+flattened into its columns: there the shape comes from the layer index of the family (the
 full-size model built on the meta device) or of a model the caller passes.
 """
 
@@ -18,8 +18,8 @@ TRAINED_FORMS = "LoRA/LoCon without Tucker (lora_mid) and without DoRA"
 
 
 def layer_shape(name: str, module: ModuleWeights, layer: Layer | None, source: str) -> tuple[int, ...]:
-    if layer is not None:
-        return layer.weight_shape
+    """The factors' own word first (exact for the file at hand), the layer index only where the
+    factors leave the kernel open."""
     t = module.tensors
     algo = module.algo
     if algo == "lora":
@@ -30,6 +30,8 @@ def layer_shape(name: str, module: ModuleWeights, layer: Layer | None, source: s
         return (out, *down.shape[1:])
     if algo == "loha" and "hada_t1" in t:
         return (t["hada_w1_a"].shape[1], t["hada_w1_b"].shape[1], *t["hada_t1"].shape[2:])
+    if layer is not None:
+        return layer.weight_shape
     raise NetworkError(
         f"{source}: module {name} ({algo}) does not say its layer's shape, and the file's base model "
         "family is unknown, so the layer cannot be looked up. Add ss_base_model_version to the file "

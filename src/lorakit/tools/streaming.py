@@ -51,11 +51,11 @@ class TensorReader(Mapping[str, torch.Tensor]):
     """
 
     def __init__(self, path: str | Path):
+        self._handle = None
         self.file = TensorFile(path)  # validates (truncation, damage) with lorakit's messages
         self.path = self.file.path
         self.metadata = dict(self.file.metadata)
         self._entries: dict[str, tuple[torch.dtype, tuple[int, ...], int, int]] | None = None
-        self._handle = None
         if self.file.is_safetensors:
             self._read_header()
 
