@@ -12,7 +12,7 @@ import torch
 
 from ..networks.errors import NetworkError
 from ..networks.naming import Layer
-from ..networks.reading import ModuleWeights
+from ..networks.reading import ModuleWeights, NetworkFile
 
 TRAINED_FORMS = "LoRA/LoCon without Tucker (lora_mid) and without DoRA"
 
@@ -66,4 +66,15 @@ def require_no_dora(module: ModuleWeights, name: str, source: str, instead: str)
         raise NetworkError(
             f"{source}: module {name} is DoRA, whose effect depends on the base model's weights "
             f"(m·(W+ΔW)/‖W+ΔW‖), so it cannot be combined into another LoRA without them. {instead}"
+        )
+
+
+def require_resolved(network: NetworkFile) -> None:
+    """A diffusers/PEFT file whose names did not map to sd-scripts names would be written with
+    names no client reads; refuse it rather than write such a file."""
+    if network.unmatched or any(":" in name for name in network.modules):
+        first = (network.unmatched or [n for n in network.modules if ":" in n])[0]
+        raise NetworkError(
+            f"{network.source}: module {first} has a name lorakit cannot map to an sd-scripts name (the file "
+            "does not say its base model, or is for another one); convert it with a base model first."
         )

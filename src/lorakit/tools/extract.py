@@ -59,7 +59,7 @@ def extract_lora(
     clamp_quantile: float | None = 0.99,
     min_diff: float = 0.01,
     precision: str | None = None,
-    device: str | None = "cpu",
+    device: str | None = "auto",
     progress: bool = False,
 ) -> ExtractReport:
     """Write a LoRA (LoCon with conv_dim) of `tuned` − `base` to `out`.

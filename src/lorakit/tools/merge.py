@@ -33,7 +33,7 @@ from ..networks.naming import LayerIndex, full_size_index
 from ..networks.reading import ModuleWeights, NetworkFile, load_network
 from ..utils.files import atomic_path
 from .checkpoint import CheckpointWeights, add_in_original
-from .deltas import layer_shape, on_device, require_no_dora, require_plain_lora
+from .deltas import layer_shape, on_device, require_no_dora, require_plain_lora, require_resolved
 from .lorafile import Factors, common_metadata, file_title, kohya_tensors, network_keys, stamp, stored_dtype
 from .streaming import safetensors_writer
 from .svd import factor_shapes, resolve_device, retained, svd, truncate
@@ -152,7 +152,7 @@ def merge_into_checkpoint(
     *,
     precision: str | None = None,
     to: str | None = None,
-    device: str | None = "cpu",
+    device: str | None = "auto",
     progress: bool = False,
 ) -> CheckpointMerge:
     """Bake LoRAs (any algorithm lorakit reads; LoHa/LoKr/DoRA by their full delta) into `model`.
@@ -229,14 +229,16 @@ def _merge_streamed(
     layout = [(key, dtype_of(key), reader.shape(key)) for key in reader]
     meta = single_file_metadata(source.model)  # adds the modelspec keys a bare file lacks
     meta = _checkpoint_metadata(meta, base, specs, nets, out)
-    with safetensors_writer(out, layout, meta) as writer:
-        for key in tqdm(list(reader), desc="merging", unit="tensor", disable=not progress):
-            tensor = reader[key]
-            if key in plan:
-                tensor = _merged_tensor(tensor, plan[key], device)
-                report.tensors_changed += 1
-            writer.write(key, tensor.to(dtype_of(key)))
-    reader.close()
+    try:
+        with safetensors_writer(out, layout, meta) as writer:
+            for key in tqdm(list(reader), desc="merging", unit="tensor", disable=not progress):
+                tensor = reader[key]
+                if key in plan:
+                    tensor = _merged_tensor(tensor, plan[key], device)
+                    report.tensors_changed += 1
+                writer.write(key, tensor.to(dtype_of(key)))
+    finally:
+        reader.close()
     return report
 
 
@@ -310,7 +312,7 @@ def merge_loras(
     same_to_strength: bool = False,
     clamp_quantile: float | None = None,
     precision: str | None = None,
-    device: str | None = "cpu",
+    device: str | None = "auto",
     model=None,
     progress: bool = False,
 ) -> LoraMerge:
@@ -347,11 +349,7 @@ def merge_loras(
     dev = resolve_device(device)
     nets = [load_network(spec.path, model=model) for spec in specs]
     for net in nets:
-        if net.unmatched:
-            raise NetworkError(
-                f"{net.source}: {len(net.unmatched)} modules have names lorakit cannot map to sd-scripts names "
-                f"(first: {net.unmatched[0]}); convert the file with a known base model first."
-            )
+        require_resolved(net)
     family = _family(nets, model)
     index = (
         LayerIndex.for_model(model)
@@ -391,6 +389,7 @@ def merge_loras(
     return report
 
 
+_DORA_INSTEAD = "Merge it into a checkpoint instead (--model)."
 _UNEQUAL = "Use --concat (exact, rank = sum of ranks) or --new-rank R (SVD), which accept any ranks."
 
 
@@ -402,6 +401,7 @@ def _weighted(nets, strengths, same_to_strength: bool) -> dict[str, Factors]:
             weight = weights[name]
             if weight == 0:
                 continue
+            require_no_dora(module, name, net.source, _DORA_INSTEAD)
             require_plain_lora(
                 module, name, net.source, "the same-rank merge", "Use --new-rank R (SVD merge) for it."
             )
@@ -435,6 +435,7 @@ def _concat(nets, strengths) -> dict[str, Factors]:
             weight = weights[name]
             if weight == 0:
                 continue
+            require_no_dora(module, name, net.source, _DORA_INSTEAD)
             require_plain_lora(module, name, net.source, "--concat", "Use --new-rank R (SVD merge) for it.")
             factor = weight * module.scale
             root = math.sqrt(abs(factor))
@@ -460,7 +461,7 @@ def _svd_merge(nets, strengths, index, rank, conv_rank, clamp_quantile, device, 
             module = net.modules.get(name)
             if module is None or weights[name] == 0:
                 continue
-            require_no_dora(module, name, net.source, "Merge it into a checkpoint instead (--model).")
+            require_no_dora(module, name, net.source, _DORA_INSTEAD)
             layer = net.layers.get(name) or (index.get(name) if index is not None else None)
             this_shape = layer_shape(name, module, layer, net.source)
             if shape is not None and this_shape != shape:

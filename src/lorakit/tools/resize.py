@@ -19,7 +19,7 @@ from ..errors import LorakitError
 from ..networks.file import resolve_precision, save_network_file
 from ..networks.naming import LayerIndex, full_size_index
 from ..networks.reading import ModuleWeights, load_network
-from .deltas import layer_shape, on_device
+from .deltas import layer_shape, on_device, require_resolved
 from .lorafile import Factors, kohya_tensors, network_keys, stored_dtype
 from .svd import (
     check_dynamic,
@@ -79,7 +79,7 @@ def resize_lora(
     dynamic: str | None = None,
     dynamic_param: float | None = None,
     precision: str | None = None,
-    device: str | None = "cpu",
+    device: str | None = "auto",
     model=None,
     progress: bool = False,
 ) -> ResizeReport:
@@ -94,6 +94,7 @@ def resize_lora(
     conv_rank = new_conv_rank or new_rank
     dev = resolve_device(device)
     net = load_network(path, model=model)
+    require_resolved(net)
     index = (
         LayerIndex.for_model(model)
         if model is not None
