@@ -91,7 +91,8 @@ def register(sub) -> None:
         type=int,
         metavar="R",
         help="LoRAs into one: add the full changes of all files, then compress to rank R by SVD. Works for any "
-        "algorithm and any ranks.",
+        "algorithm and any ranks. A module whose merged change needs fewer than R dimensions keeps that lower "
+        "rank (nothing is lost).",
     )
     p.add_argument(
         "--new-conv-rank",

@@ -33,10 +33,17 @@ from ..networks.naming import LayerIndex, full_size_index
 from ..networks.reading import ModuleWeights, NetworkFile, load_network
 from ..utils.files import atomic_path
 from .checkpoint import CheckpointWeights, add_in_original
-from .deltas import layer_shape, on_device, require_no_dora, require_plain_lora, require_resolved
+from .deltas import (
+    is_plain_lora,
+    layer_shape,
+    on_device,
+    require_no_dora,
+    require_plain_lora,
+    require_resolved,
+)
 from .lorafile import Factors, common_metadata, file_title, kohya_tensors, network_keys, stamp, stored_dtype
 from .streaming import safetensors_writer
-from .svd import factor_shapes, resolve_device, retained, svd, truncate
+from .svd import factor_shapes, resolve_device, retained, svd, svd_of_product, truncate
 
 RECIPE_KEY = "lorakit_merge_recipe"
 
@@ -326,7 +333,8 @@ def merge_loras(
     - concat: factors stacked (rank = sum of ranks), alpha = rank: the result is exactly
       Σ weight·ΔW. sd-scripts' --concat keeps the first alpha, which weakens the result.
     - new_rank: Σ weight·ΔW of any algorithm, re-factorised by SVD to new_rank (kxk convs to
-      new_conv_rank, default new_rank), alpha = rank: exact up to what that rank can hold.
+      new_conv_rank, default new_rank), alpha = rank: exact up to what that rank can hold. A sum
+      of plain LoRAs whose total rank is lower keeps that rank (the rest would be zeros).
     model: a loaded model to resolve names and shapes against (else the family's full-size layout).
     """
     out = Path(out)
@@ -454,9 +462,12 @@ def _concat(nets, strengths) -> dict[str, Factors]:
 
 
 def _svd_merge(nets, strengths, index, rank, conv_rank, clamp_quantile, device, report, progress) -> None:
+    """Per module: Σ weight·ΔW, then its truncated SVD. When every contribution is a plain LoRA
+    the sum is itself a product, [w₁s₁U₁ … ] @ [D₁; …], whose SVD comes from the stacked factors
+    (`svd_of_product`) without forming or decomposing the full matrix; otherwise the full delta."""
     names = list(dict.fromkeys(name for net in nets for name in net.modules))
     for name in tqdm(names, desc="SVD merge", unit="module", disable=not progress):
-        total, shape = None, None
+        parts, shape = [], None
         for net, weights in zip(nets, strengths):
             module = net.modules.get(name)
             if module is None or weights[name] == 0:
@@ -469,14 +480,23 @@ def _svd_merge(nets, strengths, index, rank, conv_rank, clamp_quantile, device, 
                     f"{net.source}: module {name} is for a layer of shape {this_shape}, another file's for {shape}."
                 )
             shape = this_shape
-            delta = on_device(module, device).delta(shape) * weights[name]
-            total = delta if total is None else total + delta
-        if total is None:
+            parts.append((on_device(module, device), weights[name]))
+        if not parts:
             continue
         kxk = len(shape) == 4 and tuple(shape[2:]) != (1, 1)
-        matrix = total.reshape(shape[0], -1)
-        keep = min(conv_rank if kxk else rank, *matrix.shape)
-        u, s, vh = svd(matrix)
+        columns = math.prod(shape[1:])
+        keep = min(conv_rank if kxk else rank, shape[0], columns)
+        if all(is_plain_lora(module) for module, _ in parts):
+            ups = [
+                module.tensors["lora_up.weight"].reshape(shape[0], -1) * (w * module.scale)
+                for module, w in parts
+            ]
+            downs = [module.tensors["lora_down.weight"].reshape(-1, columns) for module, _ in parts]
+            u, s, vh = svd_of_product(torch.cat(ups, dim=1), torch.cat(downs, dim=0))
+        else:
+            total = sum(module.delta(shape) * w for module, w in parts)
+            u, s, vh = svd(total.reshape(shape[0], -1))
+        keep = min(keep, s.numel())
         up, down = truncate(u, s, vh, keep, clamp_quantile)
         up, down = factor_shapes(up.cpu(), down.cpu(), shape)
         report.modules[name] = Factors(up, down, float(keep))
