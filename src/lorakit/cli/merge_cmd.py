@@ -125,7 +125,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import LorakitError
-    from ..tools.merge import merge_into_checkpoint, merge_loras, parse_lora_spec
+    from ..tools import merge_into_checkpoint, merge_loras, parse_lora_spec
 
     specs = [parse_lora_spec(text) for text in args.lora]
     if args.model:

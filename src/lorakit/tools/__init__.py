@@ -8,8 +8,10 @@ rank by SVD with the strength unchanged; `extract` makes a LoRA from two checkpo
 """
 
 from .extract import ExtractReport, extract_lora
-from .merge import CheckpointMerge, LoraMerge, LoraSpec, merge_into_checkpoint, merge_loras, parse_lora_spec
+from .merge import CheckpointMerge, merge_into_checkpoint
+from .merge_loras import LoraMerge, merge_loras
 from .resize import ModuleResize, ResizeReport, resize_lora
+from .specs import LoraSpec, parse_lora_spec
 from .streaming import SafetensorsWriter, TensorReader, safetensors_writer
 from .svd import DYNAMIC_METHODS, choose_rank
 
