@@ -1,7 +1,7 @@
 """`lorakit merge --model`: LoRAs baked into a checkpoint.
 
-Into a checkpoint, a single-file model is streamed: each tensor is read, the deltas of the
-modules that target it are added, and it is written straight out, so memory holds a few tensors
+A single-file model is streamed: each tensor is read, the deltas of the modules that target
+it are added, and it is written straight out, so memory holds a few tensors
 rather than the model (an SDXL merge fits in well under 8 GB). A diffusers folder on either side
 goes through the in-memory path (`merge_networks` on a loaded model) instead.
 """
@@ -37,9 +37,8 @@ class CheckpointMerge:
 
     output: Path
     streamed: bool
-    loras: list[tuple[str, int, int]] = field(
-        default_factory=list
-    )  # (label, modules merged, at block weight 0)
+    # per LoRA: (label, modules merged, modules left out by a block weight of 0)
+    loras: list[tuple[str, int, int]] = field(default_factory=list)
     tensors_changed: int = 0
     seconds: float = 0.0
 
