@@ -60,7 +60,8 @@ def register(sub) -> None:
         "--out",
         required=True,
         metavar="PATH",
-        help="Where to write the result (it must not exist yet as the input).",
+        help="Where to write the result: a .safetensors file (a folder with --to diffusers). It must not be the "
+        "input model; an existing file there is replaced only once the new one is complete.",
     )
     p.add_argument(
         "--model",
