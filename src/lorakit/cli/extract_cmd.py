@@ -11,7 +11,7 @@ compressed to --dim by SVD (and 3x3 convolutions to --conv-dim, which makes a Lo
 checkpoints are read one layer at a time, so little memory is needed. If the text encoder was
 not changed by the fine-tune, it is left out of the LoRA, and the report says so.
 
-The SVD of every layer is the slow part: on a CPU a full SDXL takes hours (several seconds per
+The SVD of every layer is the slow part: on a small CPU a full SDXL takes tens of minutes (seconds per
 large layer). --device auto uses a GPU when PyTorch sees one.
 
 Example: lorakit extract --base sd15.safetensors --tuned anime.safetensors --dim 64 --out anime-lora.safetensors
