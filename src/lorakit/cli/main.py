@@ -21,6 +21,9 @@ COMMANDS = {
     "lr-find": "lr_find_cmd",
     "generate": "generate_cmd",
     "grid": "grid_cmd",
+    "merge": "merge_cmd",
+    "resize": "resize_cmd",
+    "extract": "extract_cmd",
     "inspect": "inspect_cmd",
     "convert": "convert_cmd",
 }

@@ -103,6 +103,10 @@ class TensorFile(Mapping[str, torch.Tensor]):
     def __len__(self) -> int:
         return len(self._keys)
 
+    @property
+    def is_safetensors(self) -> bool:
+        return self._safe is not None
+
     def shape(self, key: str) -> tuple[int, ...]:
         if self._safe is not None:
             return tuple(self._safe.get_slice(key).get_shape())

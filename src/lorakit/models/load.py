@@ -82,7 +82,18 @@ def load_model(
 # -- single file ------------------------------------------------------------------------------
 
 
-def _load_single_file(path: Path, dtype: torch.dtype | None) -> StableDiffusionModel:
+def load_structure(path: str | Path) -> StableDiffusionModel:
+    """A single-file checkpoint's model with its components on the meta device: every layer and
+    shape, no weights (and no tokenizers) read. Streaming tools (merge, extract) resolve LoRA
+    names and file keys against it, then read only the tensors they touch, so a 7 GB SDXL file
+    is never in memory."""
+    path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"{path} is a folder; reading the structure alone needs a single-file checkpoint.")
+    return _load_single_file(path, None, weights=False)
+
+
+def _load_single_file(path: Path, dtype: torch.dtype | None, weights: bool = True) -> StableDiffusionModel:
     file = TensorFile(path)
     source = str(path)
     family = detect(file.keys(), source)
@@ -93,26 +104,30 @@ def _load_single_file(path: Path, dtype: torch.dtype | None) -> StableDiffusionM
 
     encoders = []
     for index, (prefix, open_clip) in enumerate(zip(family.text_prefixes, family.open_clip)):
-        encoders.append(_load_text_encoder(file, family, index, prefix, open_clip, used, dtype, source))
+        encoders.append(
+            _load_text_encoder(file, family, index, prefix, open_clip, used, dtype, source, weights)
+        )
     pooled = encoders[-1].config.projection_dim if family.is_xl else None
 
     unet_config = infer.unet_config(family, unet_view.keys, unet_view.shape, pooled)
     unet = _build(lambda: UNet2DConditionModel.from_config(unet_config))
-    _fill(unet, unet_view, unet_keys.key_map(unet.state_dict().keys(), unet.config), dtype, source)
+    if weights:
+        _fill(unet, unet_view, unet_keys.key_map(unet.state_dict().keys(), unet.config), dtype, source)
 
     vae_view = PrefixView(file, family.vae_prefix, used)
     vae = _build(lambda: AutoencoderKL.from_config(infer.vae_config(family, vae_view.keys, vae_view.shape)))
-    _fill(vae, vae_view, vae_keys.key_map(vae.state_dict().keys(), vae.config), dtype, source)
+    if weights:
+        _fill(vae, vae_view, vae_keys.key_map(vae.state_dict().keys(), vae.config), dtype, source)
 
     skipped = [k for k in file if k.startswith("model_ema.")]
-    extras = {k: file[k] for k in file if k not in used and not k.startswith("model_ema.")}
+    extras = {k: file[k] for k in file if k not in used and not k.startswith("model_ema.")} if weights else {}
     prediction, told = _prediction_type(file, path)
     model = StableDiffusionModel(
         family=family,
         unet=unet,
         vae=vae,
         text_encoders=encoders,
-        tokenizers=[clip_tokenizer(open_clip) for open_clip in family.open_clip],
+        tokenizers=[clip_tokenizer(open_clip) for open_clip in family.open_clip] if weights else [],
         prediction_type=prediction,
         prediction_source="file" if told else "default",
         resolution=_resolution(file.metadata, family, prediction),
@@ -124,7 +139,7 @@ def _load_single_file(path: Path, dtype: torch.dtype | None) -> StableDiffusionM
     return model
 
 
-def _load_text_encoder(file, family, index, prefix, open_clip, used, dtype, source):
+def _load_text_encoder(file, family, index, prefix, open_clip, used, dtype, source, weights=True):
     name = "text_encoder" if index == 0 else "text_encoder_2"
     base = family.config(name)
     if open_clip:
@@ -140,7 +155,8 @@ def _load_text_encoder(file, family, index, prefix, open_clip, used, dtype, sour
     key_map = clip_keys.key_map(model.state_dict().keys(), open_clip)
     if not open_clip:  # the map names keys with `text_model.`; this view already removed it or never had it
         key_map = {k: (v.removeprefix("text_model."), op) for k, (v, op) in key_map.items()}
-    _fill(model, view, key_map, dtype, source)
+    if weights:
+        _fill(model, view, key_map, dtype, source)
     return model
 
 
@@ -306,4 +322,4 @@ def _folder_tokenizer(folder: Path, name: str, open_clip: bool):
     return clip_tokenizer(open_clip)
 
 
-__all__ = ["load_model", "load_vae", "DTYPES", "SD1", "SD2", "SDXL"]
+__all__ = ["load_model", "load_structure", "load_vae", "DTYPES", "SD1", "SD2", "SDXL"]

@@ -43,7 +43,7 @@ def _loaded(model, network: str | Path | NetworkFile) -> NetworkFile:
     return load_network(source, model=model)
 
 
-def _strength(layer, multiplier: float, blocks: dict[str, float] | None) -> float:
+def layer_strength(layer, multiplier: float, blocks: dict[str, float] | None) -> float:
     """Strength x the block weight of the layer's LBW block (BASE for the text encoders); layers
     outside every block (time embedding, out) take the strength alone."""
     if blocks is None or not layer.lbw:
@@ -62,7 +62,7 @@ def network_deltas(
     with torch.no_grad():
         for name, module in net.modules.items():
             layer = net.layers[name]
-            strength = _strength(layer, multiplier, blocks)
+            strength = layer_strength(layer, multiplier, blocks)
             if strength != 0:
                 out[name] = module.merged_delta(layer.module.weight.detach()) * strength
     return out
@@ -85,7 +85,7 @@ class MergedNetworks:
                 layer = net.layers[name]
                 weight = layer.module.weight
                 _, original = self._originals.setdefault(id(weight), (weight, weight.detach().clone()))
-                strength = _strength(layer, spec.multiplier, blocks)
+                strength = layer_strength(layer, spec.multiplier, blocks)
                 if strength == 0:
                     continue
                 # each network's delta is taken against the original weight, as A1111 does
