@@ -96,31 +96,7 @@ def build_pipeline(model: StableDiffusionModel):
     """A diffusers pipeline over the model's own modules (no copy), as A1111 users expect it:
     no safety checker, and SDXL encodes an empty negative prompt instead of using zeros."""
     global pipeline_builds
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
-
-    scheduler = EulerDiscreteScheduler.from_config(model.noise_scheduler().config)
-    if model.family.is_xl:
-        pipe = StableDiffusionXLPipeline(
-            vae=model.vae,
-            text_encoder=model.text_encoders[0],
-            text_encoder_2=model.text_encoders[1],
-            tokenizer=model.tokenizers[0],
-            tokenizer_2=model.tokenizers[1],
-            unet=model.unet,
-            scheduler=scheduler,
-            force_zeros_for_empty_prompt=False,
-        )
-    else:
-        pipe = StableDiffusionPipeline(
-            vae=model.vae,
-            text_encoder=model.text_encoders[0],
-            tokenizer=model.tokenizers[0],
-            unet=model.unet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
+    pipe = model.pipeline(force_zeros_for_empty_prompt=False)
     pipe.set_progress_bar_config(disable=True)
     pipeline_builds += 1
     return pipe

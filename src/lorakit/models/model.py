@@ -54,6 +54,34 @@ class StableDiffusionModel:
             out[name] = ", ".join(dtype for dtype, _ in counts.most_common())
         return out
 
+    def pipeline(self, force_zeros_for_empty_prompt: bool = True):
+        """A diffusers text-to-image pipeline over this model's own modules (no copy), with an
+        Euler scheduler of the model's prediction type and no safety checker."""
+        from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+        scheduler = EulerDiscreteScheduler.from_config(self.noise_scheduler().config)
+        if self.family.is_xl:
+            return StableDiffusionXLPipeline(
+                vae=self.vae,
+                text_encoder=self.text_encoders[0],
+                text_encoder_2=self.text_encoders[1],
+                tokenizer=self.tokenizers[0],
+                tokenizer_2=self.tokenizers[1],
+                unet=self.unet,
+                scheduler=scheduler,
+                force_zeros_for_empty_prompt=force_zeros_for_empty_prompt,
+            )
+        return StableDiffusionPipeline(
+            vae=self.vae,
+            text_encoder=self.text_encoders[0],
+            tokenizer=self.tokenizers[0],
+            unet=self.unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+
     @property
     def base_model_version(self) -> str:
         """sd-scripts' `ss_base_model_version` value."""

@@ -106,34 +106,11 @@ def save_diffusers(model: StableDiffusionModel, folder: str | Path, precision: s
 
     The components are cast to `precision` in place.
     """
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
-
     folder = Path(folder)
     if precision is not None:
         for module in model.components.values():
             module.to(PRECISIONS[precision])
-    scheduler = EulerDiscreteScheduler.from_config(model.noise_scheduler().config)
-    if model.family.is_xl:
-        pipe = StableDiffusionXLPipeline(
-            vae=model.vae,
-            text_encoder=model.text_encoders[0],
-            text_encoder_2=model.text_encoders[1],
-            tokenizer=model.tokenizers[0],
-            tokenizer_2=model.tokenizers[1],
-            unet=model.unet,
-            scheduler=scheduler,
-        )
-    else:
-        pipe = StableDiffusionPipeline(
-            vae=model.vae,
-            text_encoder=model.text_encoders[0],
-            tokenizer=model.tokenizers[0],
-            unet=model.unet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
+    pipe = model.pipeline()
     with atomic_path(folder) as tmp:
         pipe.save_pretrained(str(tmp), safe_serialization=True)
     return folder
