@@ -29,11 +29,7 @@ class NetworkSwitcher:
     def _file(self, path: Path):
         path = Path(path).resolve()
         if path not in self._files:
-            network = load_network(path, model=self.model)
-            device = self.model.unet.device
-            for module in network.modules.values():  # deltas are computed where the weights are
-                module.tensors = {k: v.to(device) for k, v in module.tensors.items()}
-            self._files[path] = network
+            self._files[path] = load_network(path, model=self.model)
         return self._files[path]
 
     def use(self, loras: Sequence[LoraRef]) -> None:

@@ -51,6 +51,12 @@ def layer_strength(layer, multiplier: float, blocks: dict[str, float] | None) ->
     return multiplier * blocks.get(layer.lbw, 0.0)
 
 
+def _on_device(module, device: torch.device) -> None:
+    """Deltas are computed where the weights are (a model on the GPU, a file read to the CPU)."""
+    if any(t.device != device for t in module.tensors.values()):
+        module.tensors = {k: v.to(device) for k, v in module.tensors.items()}
+
+
 def network_deltas(
     model, network: str | Path | NetworkFile, multiplier: float = 1.0, block_weights=None
 ) -> dict[str, torch.Tensor]:
@@ -64,6 +70,7 @@ def network_deltas(
             layer = net.layers[name]
             strength = layer_strength(layer, multiplier, blocks)
             if strength != 0:
+                _on_device(module, layer.module.weight.device)
                 out[name] = module.merged_delta(layer.module.weight.detach()) * strength
     return out
 
@@ -89,6 +96,7 @@ class MergedNetworks:
                 if strength == 0:
                     continue
                 # each network's delta is taken against the original weight, as A1111 does
+                _on_device(module, weight.device)
                 delta = module.merged_delta(original) * strength
                 weight.copy_((weight.float() + delta).to(weight.dtype))
 
