@@ -42,6 +42,16 @@ def test_surplus_regularization_images_are_left_out(tmp_path):
     assert sorted(r.path.name for _, _, r in group.records() if r.is_reg) == ["r0.png", "r1.png"]
 
 
+def test_an_empty_reg_data_dir_means_none(tmp_path, monkeypatch):
+    # sd-scripts reads reg_data_dir = "" as "no regularization"; it must not become the cwd
+    noise_image(tmp_path / "train" / "3_sks" / "t0.png", (64, 64), 0)
+    monkeypatch.chdir(tmp_path)
+    config = config_from_folders(tmp_path / "train", "", options={"resolution": 64})
+    assert not config.problems.errors
+    group = build_datasets(config, seed=0)
+    assert [r.is_reg for _, _, r in group.records()] == [False]
+
+
 def test_loss_weights_and_repeats_per_epoch(tmp_path):
     group = folder_group(tmp_path, n_train=2, repeats=3, n_reg=4, batch_size=2)
     seen: Counter = Counter()

@@ -53,16 +53,18 @@ def test_epoch_by_weight_grid(tiny_checkpoints, run_dir, tmp_path):
     grid = Image.open(tmp_path / "grid" / "grid.png")
     left, top = result.layout.cells[(0, 0, 0)]
     assert left > 0 and top > 0  # room for the row and column labels
-    assert grid.size == (left + 4 * CELL, top + 3 * CELL)
+    side = result.layout.cell_size[0]
+    assert result.layout.cell_size == (4 * CELL, 4 * CELL)  # 32-pixel cells are drawn 4x larger
+    assert grid.size == (left + 4 * side, top + 3 * side)
     assert len(result.cells) == 12
     seeds = set()
     for cell in result.cells:
         cx, cy = result.layout.cells[(0, cell.y, cell.x)]
-        assert (cx, cy) == (left + cell.x * CELL, top + cell.y * CELL)
+        assert (cx, cy) == (left + cell.x * side, top + cell.y * side)
         own = Image.open(cell.file).convert("RGB")
-        assert np.array_equal(
-            np.asarray(grid.crop((cx, cy, cx + CELL, cy + CELL)).convert("RGB")), np.asarray(own)
-        )
+        assert own.size == (CELL, CELL)  # the cell files keep the generated size
+        drawn = np.asarray(grid.crop((cx, cy, cx + side, cy + side)).convert("RGB"))
+        assert np.array_equal(drawn[::4, ::4], np.asarray(own))
         p = read_parameters(cell.file)
         lora = y.values[cell.y]
         weight = x.values[cell.x]
@@ -97,8 +99,9 @@ def test_z_axis_prompt_search_replace_and_sampler(tiny_checkpoints, tmp_path):
     result = run_grid(generator, base, x=x, z=z)
     width, height = result.image.size
     (l0, t0), (l1, _) = result.layout.cells[(0, 0, 0)], result.layout.cells[(1, 0, 0)]
-    assert l1 - l0 >= 3 * CELL  # the second sampler's grid stands to the right of the first
-    assert width >= l1 + 3 * CELL and height == t0 + CELL
+    side = result.layout.cell_size[0]
+    assert l1 - l0 >= 3 * side  # the second sampler's grid stands to the right of the first
+    assert width >= l1 + 3 * side and height == t0 + side
     prompts = {(c.z, c.x): c.image.parameters for c in result.cells}
     assert prompts[(0, 1)].prompt == "a 猫" and prompts[(0, 1)].negative_prompt == "no 猫"
     assert prompts[(1, 2)].sampler == "DDIM" and prompts[(0, 2)].sampler == "Euler a"

@@ -235,7 +235,7 @@ def load_any(
     """A dataset config file (.toml/.json) or a kohya train folder, with command-line options."""
     path = Path(path)
     if path.is_file() or path.suffix.lower() in (".toml", ".json"):
-        if reg_data_dir is not None:
+        if reg_data_dir:
             raise DatasetError(
                 "--reg_data_dir goes with a train folder; a dataset config lists its own reg folders."
             )

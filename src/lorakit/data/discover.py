@@ -104,7 +104,7 @@ def config_from_folders(
         subsets = [{"metadata_file": str(in_json), "image_dir": str(train_data_dir)}]
     else:
         subsets = find_subset_folders(train_data_dir, False, problems)
-        if reg_data_dir is not None:
+        if reg_data_dir:  # sd-scripts reads an empty value as "no reg folder"
             subsets += find_subset_folders(Path(reg_data_dir), True, problems)
     if not subsets:
         return DataConfig(datasets=[], source=str(train_data_dir), problems=problems)

@@ -16,6 +16,7 @@ from .fonts import label_font
 BACKGROUND = (255, 255, 255)
 INK = (0, 0, 0)
 TITLE_INK = (60, 60, 60)
+MIN_CELL = 128  # smaller pictures (tiny test models) are enlarged, pixel for pixel, to at least this
 
 
 @dataclass
@@ -85,8 +86,11 @@ def draw_grid(
     z_title: str = "",
     font_size: int | None = None,
 ) -> tuple[Image.Image, GridLayout]:
-    """cells[z][y][x] -> one image. All cells have the size of the first one."""
+    """cells[z][y][x] -> one image. All cells have the size of the first one; cells smaller than
+    MIN_CELL are enlarged by a whole factor (nearest pixel), so labels fit and pixels stay sharp."""
     cell_w, cell_h = cells[0][0][0].size
+    scale = -(-MIN_CELL // min(cell_w, cell_h)) if min(cell_w, cell_h) < MIN_CELL else 1
+    cell_w, cell_h = cell_w * scale, cell_h * scale
     nz, ny, nx = len(cells), len(cells[0]), len(cells[0][0])
     size = font_size or max(12, (cell_w + cell_h) // 25)
     font = label_font(size)
@@ -138,7 +142,7 @@ def draw_grid(
                 position = (x0 + left + x * cell_w, top + y * cell_h)
                 image = cells[z][y][x]
                 if image.size != (cell_w, cell_h):
-                    image = image.resize((cell_w, cell_h))
+                    image = image.resize((cell_w, cell_h), Image.Resampling.NEAREST)
                 canvas.paste(image.convert("RGB"), position)
                 layout.cells[(z, y, x)] = position
     return canvas, layout
