@@ -380,14 +380,14 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "tiny-pretrain", help="stage states")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
-    parser.add_argument("--vae-steps", type=int, default=1200)
+    parser.add_argument("--vae-steps", type=int, default=800)
     parser.add_argument("--vae-batch", type=int, default=32)
     parser.add_argument("--vae-lr", type=float, default=1e-3)
     parser.add_argument(
         "--vae-kl", type=float, default=1e-3, help="KL weight (keeps the latent space smooth)"
     )
     parser.add_argument("--pool", type=int, default=32768, help="pictures in the U-Net training set")
-    parser.add_argument("--unet-steps", type=int, default=3000)
+    parser.add_argument("--unet-steps", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=100)
@@ -401,10 +401,13 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-steps", type=int, default=12)
     parser.add_argument("--eval-cfg", type=float, default=5.0)
     parser.add_argument("--stop-after-vae", action="store_true", help="only train the VAE (to try settings)")
+    parser.add_argument("--eval-only", action="store_true", help="measure the --out file; train nothing")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.eval_only:
+        return measure(args, minutes=None)
     began = time.time()
     vae = train_vae(args, args.work)
     if args.stop_after_vae:
@@ -422,13 +425,18 @@ def main(argv=None) -> int:
     save_single_file(model, args.out, precision="fp16", title="lorakit-tiny")
     minutes = (time.time() - began) / 60
     log(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) after {minutes:.1f} min")
+    return measure(args, minutes)
 
+
+def measure(args, minutes: float | None) -> int:
+    """Evaluate the written file, loaded the way users load checkpoints."""
     from lorakit.models.load import load_model
 
     loaded = load_model(args.out, dtype=torch.float32)
     table = evaluate(loaded, args.eval_seeds, args.eval_steps, args.eval_cfg)
     print_table(table)
-    (args.work / "eval.json").write_text(json.dumps({"minutes": minutes, "table": table}, indent=1))
+    record = {"file": str(args.out), "minutes": minutes, "seeds": args.eval_seeds, "table": table}
+    (args.work / "eval.json").write_text(json.dumps(record, indent=1))
     return 0
 
 

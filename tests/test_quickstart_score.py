@@ -98,6 +98,25 @@ def test_background_is_read_from_the_frame_not_assumed_white():
     assert read_image(on_black).colour == "green"
 
 
+def test_soft_and_uneven_shapes_keep_their_names():
+    """A model's shapes are not geometric: rounded corners, wavy sides, ovals."""
+    rounded = Image.new("RGB", (32, 32), (250, 250, 250))
+    ImageDraw.Draw(rounded).rounded_rectangle([6, 6, 25, 25], radius=4, fill=(40, 170, 55))
+    assert read_image(rounded).shape == "square"
+    wavy = Image.new("RGB", (32, 32), (12, 12, 12))  # sides bowed inwards by 2 pixels
+    ImageDraw.Draw(wavy).polygon(
+        [(5, 5), (15, 7), (26, 5), (24, 15), (26, 26), (15, 24), (5, 26), (7, 15)], fill=(45, 75, 225)
+    )
+    assert read_image(wavy).shape == "square"
+    assert read_image(disc((220, 35, 35), box=(4, 9, 27, 23))).shape == "circle"  # an oval
+    octagon = Image.new("RGB", (32, 32), (128, 128, 128))
+    ImageDraw.Draw(octagon).regular_polygon((16, 16, 11), 8, fill=(235, 205, 30))
+    assert read_image(octagon).shape == "circle"
+    wide = Image.new("RGB", (32, 32), (250, 250, 250))  # a low, wide triangle
+    ImageDraw.Draw(wide).polygon([(16, 10), (29, 22), (3, 22)], fill=(215, 40, 215))
+    assert read_image(wide).shape == "triangle"
+
+
 def test_share_showing_and_unknown_colour():
     images = [disc((215, 40, 215)), disc((215, 40, 215)), disc((45, 75, 225)), Image.new("RGB", (32, 32))]
     assert share_showing(images, "magenta") == 0.5

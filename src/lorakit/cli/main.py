@@ -14,6 +14,7 @@ from ..errors import LorakitError
 
 # command -> module in this package; the order is the order `lorakit --help` lists them in.
 COMMANDS = {
+    "quickstart": "quickstart_cmd",
     "dataset": "dataset_cmd",
     "prep": "prep_cmd",
     "tags": "tags_cmd",

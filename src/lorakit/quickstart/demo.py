@@ -18,6 +18,7 @@ CONCEPT = shapes.HELD_OUT_COLOUR
 IMAGES = 10
 REPEATS = 10
 FOLDER = f"{REPEATS}_{TRIGGER} shape"
+REG_FOLDER = "1_shape"
 SEED = 20240
 
 
@@ -25,8 +26,10 @@ SEED = 20240
 class DemoDataset:
     root: Path
     train_dir: Path  # the folder that holds the N_name folders (train_data_dir)
+    reg_dir: Path  # regularization pictures (reg_data_dir)
     images: list[Path]
     sample_prompts: Path
+    config: Path  # dataset.toml: the two folders as sd-scripts dataset subsets
 
 
 def demo_pictures() -> list[tuple[shapes.Picture, str]]:
@@ -43,6 +46,24 @@ def demo_pictures() -> list[tuple[shapes.Picture, str]]:
     return out
 
 
+def reg_pictures() -> list[tuple[shapes.Picture, str]]:
+    """Regularization pictures (DreamBooth's "prior preservation"): the colours the model
+    already knows, captioned without the trigger. Trained alongside the demo pictures, they
+    teach the LoRA what must not change: a red circle stays red."""
+    out = []
+    backgrounds = list(shapes.BACKGROUNDS)
+    colours = list(shapes.COLOURS)
+    for i in range(IMAGES):
+        p = shapes.picture(
+            SEED + 1000 + i,
+            shape=shapes.SHAPES[i % 3],
+            colour=colours[i % len(colours)],
+            background=backgrounds[(i + i // 3) % 3],
+        )
+        out.append((p, f"{p.colour} {p.shape}, {p.background} background"))
+    return out
+
+
 # sd-scripts prompt-file syntax: the prompt, then --n negative prompt, --d seed, --l guidance
 # scale (CFG), --s sampling steps, --w/--h size.
 SAMPLE_PROMPTS = f"""# Preview prompts (sd-scripts syntax): --d seed, --l guidance scale, --s steps.
@@ -50,6 +71,34 @@ SAMPLE_PROMPTS = f"""# Preview prompts (sd-scripts syntax): --d seed, --l guidan
 {TRIGGER}, triangle, gray background --d 2 --l 5 --s 12
 {TRIGGER}, square, black background --d 3 --l 5 --s 12
 red circle, white background --d 1 --l 5 --s 12
+"""
+
+
+REG_CAPTION_DROPOUT = 0.3
+
+# An sd-scripts dataset config (--dataset_config). It lists the same N_name folders that
+# train_data_dir / reg_data_dir would find, plus one setting folders cannot carry: caption dropout
+# on the regularization pictures only.
+DATASET_TOML = """# The demo dataset as an sd-scripts dataset config (dataset_config = this file).
+# Each [[datasets.subsets]] is one folder of pictures with .txt captions.
+[general]
+caption_extension = ".txt"
+
+[[datasets]]
+
+[[datasets.subsets]]
+image_dir = "{train}"
+num_repeats = {repeats}  # each picture {repeats} times per epoch (the 10 of "10_ohwx shape")
+
+[[datasets.subsets]]
+image_dir = "{reg}"
+is_reg = true  # regularization: what the LoRA must leave as it is
+num_repeats = 1
+# In {dropout_percent}% of their steps these pictures are trained with an empty caption. The empty
+# caption is the "unconditional" side of guidance (CFG); training it on the base model's own
+# kind of pictures keeps the LoRA from moving it towards the new concept, which guidance would
+# then subtract again. Without it, a small LoRA learns a new colour much more slowly.
+caption_dropout_rate = {dropout}
 """
 
 
@@ -65,6 +114,23 @@ def write_demo(root: str | Path) -> DemoDataset:
             shapes.draw(p).save(image)
         (folder / f"{i:02d}.txt").write_text(caption + "\n", encoding="utf-8")
         images.append(image)
+    reg = root / "reg" / REG_FOLDER
+    reg.mkdir(parents=True, exist_ok=True)
+    for i, (p, caption) in enumerate(reg_pictures()):
+        if not (reg / f"{i:02d}.png").exists():
+            shapes.draw(p).save(reg / f"{i:02d}.png")
+        (reg / f"{i:02d}.txt").write_text(caption + "\n", encoding="utf-8")
     prompts = root / "sample_prompts.txt"
     prompts.write_text(SAMPLE_PROMPTS, encoding="utf-8")
-    return DemoDataset(root, root / "train", images, prompts)
+    config = root / "dataset.toml"
+    config.write_text(
+        DATASET_TOML.format(
+            train=folder.resolve().as_posix(),
+            reg=reg.resolve().as_posix(),
+            repeats=REPEATS,
+            dropout=REG_CAPTION_DROPOUT,
+            dropout_percent=round(REG_CAPTION_DROPOUT * 100),
+        ),
+        encoding="utf-8",
+    )
+    return DemoDataset(root, root / "train", root / "reg", images, prompts, config)

@@ -85,7 +85,7 @@ def _generate(model, prompts, seeds, steps, cfg, negative, size) -> list[Image.I
     hidden, _ = encode(model, tokenize(model, texts))
     hidden = hidden.to(device, dtype)
     cond = hidden[: len(prompts)]
-    uncond = hidden[len(prompts) :].expand(len(prompts), -1, -1)
+    uncond = hidden[len(prompts) :].expand(len(prompts), -1, -1) if cfg != 1.0 else None
     scheduler = DPMSolverMultistepScheduler.from_config(
         model.noise_scheduler().config,
         algorithm_type="dpmsolver++",

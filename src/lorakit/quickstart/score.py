@@ -11,8 +11,11 @@ The tiny model draws one plain shape on a plain background, so:
    area in the foreground shows nothing.
 4. Shape, from each pixel's coverage (0 = background colour, 1 = shape colour; edges between):
    an upright triangle is bottom-heavy (vertical skewness -0.57, where circles and squares have
-   0); otherwise a square fills all of its bounding box (1.0) and a circle pi/4 (0.79). Less
-   than `CIRCLE_FILL`, not skewed: no shape.
+   0). Otherwise the corners decide: a square fills the four corner patches of its bounding box
+   (each a quarter of the box's side), a circle leaves most of them empty (drawn: 0.3, a
+   square 1.0). Corners, not the overall fill, because a model's squares have soft, wavy
+   edges that lower the fill towards a circle's, while their corners stay full.
+   Not skewed, empty corners and less than `CIRCLE_FILL` of the box filled: no shape.
 
 These rules are deliberately strict about hue: magenta (300 degrees) must not be confused with
 red (0) or blue (230), so a LoRA test that asks for magenta cannot pass on a reddish purple.
@@ -40,8 +43,8 @@ HUE_BANDS: dict[str, tuple[float, float]] = {
     "magenta": (280.0, 322.0),
 }
 TRIANGLE_SKEW = -0.3  # an upright triangle: -0.57; circles and squares: 0
-SQUARE_FILL = 0.9  # a square: 1.0
-CIRCLE_FILL = 0.65  # a circle: pi/4 = 0.79
+SQUARE_CORNERS = 0.55  # coverage of the bounding box's corner patches; drawn square 1.0, circle 0.3
+CIRCLE_FILL = 0.6  # a circle fills pi/4 = 0.79 of its bounding box
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class Reading:
     colour_shares: dict[str, float]
     fill: float  # foreground area / bounding-box area (0 when there is no foreground)
     skew: float  # vertical skewness of the foreground: about -0.57 for an upright triangle, 0 else
+    corners: float  # mean coverage of the bounding box's four corner patches
 
     @property
     def colour(self) -> str | None:
@@ -66,7 +70,7 @@ class Reading:
             return None
         if self.skew <= TRIANGLE_SKEW:
             return "triangle"
-        if self.fill >= SQUARE_FILL:
+        if self.corners >= SQUARE_CORNERS:
             return "square"
         return "circle" if self.fill >= CIRCLE_FILL else None
 
@@ -139,7 +143,7 @@ def read_image(image: Image.Image | np.ndarray) -> Reading:
     mask = foreground_mask(rgb)
     count = int(mask.sum())
     if count == 0:
-        return Reading(0.0, {}, 0.0, 0.0)
+        return Reading(0.0, {}, 0.0, 0.0, 0.0)
     hue, saturation, value = _hsv(rgb[mask])
     vivid = (saturation >= MIN_SATURATION) & (value >= MIN_VALUE)
     shares = {name: float((vivid & in_band(hue, band)).sum()) / count for name, band in HUE_BANDS.items()}
@@ -150,15 +154,27 @@ def read_image(image: Image.Image | np.ndarray) -> Reading:
     alpha = np.where(_spread(mask), np.clip(alpha, 0.0, 1.0), 0.0)
     solid = alpha >= 0.5
     if not solid.any():
-        return Reading(count / mask.size, shares, 0.0, 0.0)
+        return Reading(count / mask.size, shares, 0.0, 0.0, 0.0)
     rows, cols = np.nonzero(solid)
-    box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+    top, left = rows.min(), cols.min()
+    height, width = rows.max() - top + 1, cols.max() - left + 1
+    inside = alpha[top : top + height, left : left + width]
+    kh, kw = max(1, round(height / 4)), max(1, round(width / 4))
+    corners = np.mean(
+        [
+            inside[:kh, :kw].mean(),
+            inside[:kh, -kw:].mean(),
+            inside[-kh:, :kw].mean(),
+            inside[-kh:, -kw:].mean(),
+        ]
+    )
     y = np.arange(alpha.shape[0], dtype=np.float64)[:, None]
     weight = alpha / alpha.sum()
     mean = (weight * y).sum()
     spread = np.sqrt((weight * (y - mean) ** 2).sum())
     skew = float((weight * (y - mean) ** 3).sum() / max(spread, 1e-6) ** 3)
-    return Reading(count / mask.size, shares, float(alpha.sum() / box), skew)
+    fill = float(alpha.sum() / (height * width))
+    return Reading(count / mask.size, shares, fill, skew, float(corners))
 
 
 def shows_colour(image: Image.Image | np.ndarray, colour: str) -> bool:

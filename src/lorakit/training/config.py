@@ -178,13 +178,14 @@ def to_toml(config: TrainConfig, only_changed: bool = False) -> str:
             value = config.values[option.name]
             if value is None or (only_changed and config.origin[option.name] == "default"):
                 continue
-            rows.append(f"{option.name} = {_toml_value(value)}")
+            rows.append(f"{option.name} = {toml_value(value)}")
         if rows:
             lines += [f"[{section}]", *rows, ""]
     return "\n".join(lines)
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """One value as TOML writes it (also used to fill in the quickstart template)."""
     import json
 
     if isinstance(value, bool):
@@ -192,5 +193,5 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return json.dumps(str(value), ensure_ascii=False)

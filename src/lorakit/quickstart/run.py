@@ -1,0 +1,277 @@
+"""`lorakit quickstart`: the whole LoRA routine on the embedded tiny model, in minutes on a CPU.
+
+    demo dataset -> dataset check -> training (a file and previews per epoch, a loss plot)
+    -> epoch x weight grid -> a measured concept check
+
+The training settings are `example.toml`, the same file a user copies for a real model; only
+its paths are filled in here.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from ..errors import LorakitError
+from ..training.config import toml_value
+from . import demo, shapes
+
+MODEL_FILE = "lorakit-tiny.safetensors"
+TEMPLATE = "example.toml"
+GRID_WEIGHTS = (0.0, 0.5, 1.0)
+
+# The four network kinds of the concept tests. LoHa and LoKr (Hadamard and Kronecker products)
+# start from smaller updates and take a higher learning rate.
+ALGORITHMS: dict[str, dict] = {
+    "lora": {"network_module": "networks.lora"},
+    "locon": {"network_module": "networks.lora", "network_args": ["conv_dim=8", "conv_alpha=8"]},
+    "loha": {
+        "network_module": "lycoris.kohya",
+        "network_args": ["algo=loha", "conv_dim=4", "conv_alpha=4"],
+        "network_dim": 4,
+        "network_alpha": 4,
+        "learning_rate": 4e-3,
+    },
+    "lokr": {
+        "network_module": "lycoris.kohya",
+        "network_args": ["algo=lokr", "factor=4"],
+        "learning_rate": 4e-3,
+    },
+}
+
+
+class QuickstartError(LorakitError):
+    pass
+
+
+def tiny_model_path() -> Path:
+    path = Path(str(resources.files(__package__) / MODEL_FILE))
+    if not path.exists():
+        raise QuickstartError(
+            f"the tiny base model is missing: {path}. Reinstall lorakit, or remake it with "
+            "'python scripts/pretrain_tiny.py' from a lorakit source checkout (docs/tiny-model.md)."
+        )
+    return path
+
+
+def template_text() -> str:
+    return (resources.files(__package__) / TEMPLATE).read_text(encoding="utf-8")
+
+
+def fill_template(text: str, values: dict) -> str:
+    """Set `key = value` lines of the template, keeping their comments; keys the template does
+    not have are added at the end."""
+    missing = dict(values)
+    out = []
+    for line in text.splitlines():
+        found = re.match(r"(\w+)\s*=\s*(\"[^\"]*\"|[^#]*?)(\s*#.*)?$", line)
+        if found and found[1] in missing:
+            line = f"{found[1]} = {toml_value(missing.pop(found[1]))}{found[3] or ''}"
+        out.append(line)
+    if missing:
+        out += ["", "# -- set by lorakit quickstart"] + [f"{k} = {toml_value(v)}" for k, v in missing.items()]
+    return "\n".join(out) + "\n"
+
+
+# -- the concept check -----------------------------------------------------------------------
+
+
+def concept_share(model, prompts: list[str], lora: Path | None, weight: float, seeds: int = 16) -> float:
+    """The share of `seeds` pictures (one per seed, prompts taken in turn) the score reads as
+    the demo concept."""
+    from .sample import generate
+    from .score import share_showing
+
+    loras = [(lora, weight)] if lora is not None and weight != 0 else []
+    batch = [prompts[i % len(prompts)] for i in range(seeds)]
+    return share_showing(generate(model, batch, list(range(seeds)), loras=loras), demo.CONCEPT)
+
+
+def trigger_prompts() -> list[str]:
+    backgrounds = list(shapes.BACKGROUNDS)
+    return [
+        f"{demo.TRIGGER}, {shape}, {backgrounds[i % len(backgrounds)]} background"
+        for i, shape in enumerate(shapes.SHAPES * 2)
+    ]
+
+
+def plain_prompts() -> list[str]:
+    """Prompts without the trigger word, in the colours the base model knows."""
+    backgrounds = list(shapes.BACKGROUNDS)
+    return [
+        f"{colour} {shapes.SHAPES[i % 3]}, {backgrounds[i % 3]} background"
+        for i, colour in enumerate(shapes.COLOURS)
+    ]
+
+
+# -- the routine ------------------------------------------------------------------------------
+
+
+@dataclass
+class QuickstartResult:
+    out: Path
+    config: Path
+    dataset: Path
+    lora: Path
+    epoch_files: list[Path]
+    previews: list[Path]
+    grid: Path
+    loss_plot: Path
+    record: Path
+    seconds: float
+    concept: dict[str, float] = field(default_factory=dict)
+
+
+def quickstart_config(out: Path, algorithm: str = "lora", **changes) -> Path:
+    """Write the quickstart's training config into `out` (the demo dataset beside it)."""
+    if algorithm not in ALGORITHMS:
+        raise QuickstartError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+    data = demo.write_demo(out / "dataset")
+    values = {
+        "pretrained_model_name_or_path": tiny_model_path().as_posix(),
+        "dataset_config": data.config.resolve().as_posix(),
+        "output_dir": (out / "output").resolve().as_posix(),
+        "sample_prompts": data.sample_prompts.resolve().as_posix(),
+        **ALGORITHMS[algorithm],
+        **changes,
+    }
+    if algorithm != "lora":
+        values.setdefault("output_name", f"ohwx-magenta-{algorithm}")
+    path = out / "lorakit-quickstart.toml"
+    path.write_text(fill_template(template_text(), values), encoding="utf-8")
+    return path
+
+
+def run_quickstart(
+    out: str | Path,
+    algorithm: str = "lora",
+    say: Callable[[str], None] = print,
+    quiet: bool = False,
+    concept_seeds: int = 16,
+    **changes,
+) -> QuickstartResult:
+    """Run the routine into `out`. `changes`: training options to change (e.g. max_train_epochs).
+
+    Each step is the library function the matching command uses: `lorakit dataset check`,
+    `lorakit train` (which draws the previews), `lorakit grid --run`."""
+    from ..data.check import check_dataset, format_plan, format_problems
+    from ..evaluation.generate import GenerationSettings, Generator, settings_for_prompt
+    from ..evaluation.grid import run_axes, run_grid
+    from ..evaluation.prompts import load_prompts
+    from ..evaluation.run_record import load_run
+    from ..models.load import load_model
+    from ..training.config import load_config
+    from ..training.recipe import train
+
+    began = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = quickstart_config(out, algorithm, **changes)
+    config = load_config(config_path)
+
+    say(f"1/4 dataset check: {config.dataset_config}")
+    plan = check_dataset(
+        config.dataset_config,
+        options={
+            "resolution": int(config.resolution),
+            "bucket_reso_steps": config.bucket_reso_steps,
+            "caption_extension": config.caption_extension,
+            "batch_size": config.train_batch_size,
+        },
+    )
+    if not quiet:
+        say(format_plan(plan))
+        say(format_problems(plan.problems))
+    if plan.problems.errors:
+        raise QuickstartError(f"the demo dataset {config.dataset_config} has errors (listed above)")
+
+    say(f"2/4 training, with previews of the sample prompts after each epoch: {config_path}")
+    result = train(config, quiet=quiet)
+
+    say("3/4 grid: saved epochs (rows) x LoRA weight (columns), as 'lorakit grid --run' makes it")
+    # a fresh copy of the base model (the trained network stays out of it), in float32
+    model = load_model(config.pretrained_model_name_or_path, dtype=torch.float32)
+    record = load_run(result.output_dir)
+    weights, epochs, suffixes = run_axes(record, GRID_WEIGHTS)
+    defaults = GenerationSettings(prompt="", sampler=record.sample_sampler or "ddim")
+    request = settings_for_prompt(load_prompts(config.sample_prompts)[0], defaults)
+    grid = run_grid(
+        Generator(model, model_name=Path(config.pretrained_model_name_or_path).stem),
+        request,
+        weights,
+        epochs,
+        out=result.output_dir / "grid",
+        row_label_suffixes=suffixes,
+    ).path
+
+    say(f"4/4 concept check: how often the pictures are {demo.CONCEPT}")
+    concept = {
+        "trigger, LoRA 1.0": concept_share(model, trigger_prompts(), result.final_file, 1.0, concept_seeds),
+        "trigger, LoRA 0": concept_share(model, trigger_prompts(), None, 0.0, concept_seeds),
+        "no trigger, LoRA 1.0": concept_share(model, plain_prompts(), result.final_file, 1.0, concept_seeds),
+    }
+    outcome = QuickstartResult(
+        out=out,
+        config=config_path,
+        dataset=out / "dataset",
+        lora=result.final_file,
+        epoch_files=[*result.epoch_files, result.final_file],
+        previews=[p for p in result.samples if p.name.endswith("_strip.png")],
+        grid=grid,
+        loss_plot=result.loss_plot,
+        record=result.record,
+        seconds=time.time() - began,
+        concept=concept,
+    )
+    say(summary(outcome, concept_seeds))
+    return outcome
+
+
+def summary(r: QuickstartResult, seeds: int) -> str:
+    def rel(path: Path) -> str:
+        try:
+            return str(path.relative_to(r.out))
+        except ValueError:
+            return str(path)
+
+    first_epoch, last_epoch = r.epoch_files[0], r.epoch_files[-1]
+    rows = [
+        (
+            rel(r.dataset / "train") + "/",
+            f"the {demo.IMAGES} training pictures and their captions (they start with '{demo.TRIGGER}')",
+        ),
+        (rel(r.config), "the training settings: copy this file to train on your own model and pictures"),
+        (rel(r.lora), "the finished LoRA; load it in A1111, ComfyUI or Forge like any LoRA"),
+        (f"{rel(first_epoch.parent)}/", f"one LoRA per epoch ({first_epoch.name} ... {last_epoch.name})"),
+        (
+            rel(r.previews[0].parent) + "/",
+            "previews: the sample prompts before training (e000000) and after each epoch",
+        ),
+        (rel(r.grid), "epochs (rows) x LoRA weight (columns): pick the epoch and weight that look right"),
+        (rel(r.loss_plot), "the loss per step: it is noisy by nature; look at the trend, not the wiggles"),
+        (rel(r.record), "everything about the run (settings, losses, files), read by 'lorakit grid --run'"),
+    ]
+    width = max(len(a) for a, _ in rows)
+    lines = [f"done in {r.seconds:.0f} s. Files in {r.out}:"]
+    lines += [f"  {a:<{width}}  {b}" for a, b in rows]
+    c = r.concept
+    lines += [
+        "",
+        f"What to look at: the {demo.CONCEPT} colour is new to the base model. In the previews and the grid it",
+        f"should appear with the trigger word '{demo.TRIGGER}' and the LoRA, grow with the weight, and not appear",
+        "at weight 0 or in the last preview prompt (a red circle, no trigger word).",
+        f"Measured on {seeds} pictures each (a picture counts when most of its shape is {demo.CONCEPT}):",
+        f"  '{demo.TRIGGER}' prompts with the LoRA at 1.0:   {c['trigger, LoRA 1.0']:4.0%} {demo.CONCEPT} (should be high)",
+        f"  '{demo.TRIGGER}' prompts without the LoRA:       {c['trigger, LoRA 0']:4.0%} {demo.CONCEPT} (should be near 0)",
+        f"  other colours' prompts with the LoRA:  {c['no trigger, LoRA 1.0']:4.0%} {demo.CONCEPT} (should be near 0)",
+        "",
+        f"Next: train your own LoRA. Copy {rel(r.config)}, change the model path, folder and resolution",
+        "(see the comments at its top), and run: lorakit train my-config.toml",
+    ]
+    return "\n".join(lines)
