@@ -55,7 +55,7 @@ def once(threads: int, algo: str) -> dict:
     marks = data["marks"]
     phases = {}
     for (t0, name), (t1, _) in zip(marks, marks[1:] + [(data["end"], "end")]):
-        phases[name.split(":")[0]] = round(t1 - t0, 1)
+        phases[name.split(":")[0].split(",")[0]] = round(t1 - t0, 1)
     return {
         "wall_s": round(wall, 1),
         "in_process_s": round(data["end"] - data["began"], 1),
