@@ -27,7 +27,8 @@ TEMPLATE = "example.toml"
 GRID_WEIGHTS = (0.0, 0.5, 1.0)
 
 # The four network kinds of the concept tests. LoHa and LoKr (Hadamard and Kronecker products)
-# start from smaller updates and take a higher learning rate.
+# start from smaller updates: with the same learning rate they take 8 epochs where LoRA takes 4
+# (measured: after 4 epochs 72-88% of the pictures were magenta, after 8 all of them).
 ALGORITHMS: dict[str, dict] = {
     "lora": {"network_module": "networks.lora"},
     "locon": {"network_module": "networks.lora", "network_args": ["conv_dim=8", "conv_alpha=8"]},
@@ -36,12 +37,12 @@ ALGORITHMS: dict[str, dict] = {
         "network_args": ["algo=loha", "conv_dim=4", "conv_alpha=4"],
         "network_dim": 4,
         "network_alpha": 4,
-        "learning_rate": 4e-3,
+        "max_train_epochs": 8,
     },
     "lokr": {
         "network_module": "lycoris.kohya",
         "network_args": ["algo=lokr", "factor=4"],
-        "learning_rate": 4e-3,
+        "max_train_epochs": 8,
     },
 }
 
