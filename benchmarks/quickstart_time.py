@@ -52,7 +52,7 @@ def once(threads: int, algo: str) -> dict:
     if proc.returncode:
         raise SystemExit(f"quickstart failed:\n{proc.stderr[-3000:]}")
     data = json.loads(next(line[7:] for line in proc.stdout.splitlines() if line.startswith("RESULT ")))
-    marks = data["marks"]
+    marks = [m for m in data["marks"] if m[1][:1].isdigit()]  # the "N/4 ..." steps, not the summary
     phases = {}
     for (t0, name), (t1, _) in zip(marks, marks[1:] + [(data["end"], "end")]):
         phases[name.split(":")[0].split(",")[0]] = round(t1 - t0, 1)
