@@ -30,11 +30,23 @@ COMMANDS = {
 }
 
 
+class _CommandListFormatter(argparse.HelpFormatter):
+    """argparse measures subcommand names without the extra indent it draws them with, so the
+    longest name ("quickstart") would push its help onto the next line; count the indent."""
+
+    def add_argument(self, action):
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction):
+            longest = max((len(a.metavar or a.dest) for a in action._get_subactions()), default=0)
+            self._action_max_length = max(self._action_max_length, self._current_indent + 2 + longest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lorakit",
         description="Train LoRA and LyCORIS add-on models for Stable Diffusion (SD1.x, SD2.x, SDXL).",
         epilog="Run 'lorakit COMMAND --help' to see what each option of a command does.",
+        formatter_class=_CommandListFormatter,
     )
     parser.add_argument("--version", action="version", version=f"lorakit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
