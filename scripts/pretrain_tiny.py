@@ -45,6 +45,7 @@ from lorakit.models.model import StableDiffusionModel  # noqa: E402
 from lorakit.models.save import save_single_file  # noqa: E402
 from lorakit.models.tokenizers import clip_tokenizer  # noqa: E402
 from lorakit.quickstart import shapes  # noqa: E402
+from lorakit.training.loss import LossOptions, snr_weight  # noqa: E402
 
 DEFAULT_OUT = ROOT / "src" / "lorakit" / "quickstart" / "lorakit-tiny.safetensors"
 
@@ -250,9 +251,9 @@ def train_unet(model: StableDiffusionModel, latents: torch.Tensor, args, work: P
     ema = [p.detach().clone() for p in params]
     gen = torch.Generator().manual_seed(args.seed + 2)
     scheduler = model.noise_scheduler()
-    alphas = scheduler.alphas_cumprod
-    snr = alphas / (1 - alphas)
-    weight = torch.clamp(snr, max=args.min_snr) / snr  # min-SNR-gamma for epsilon prediction
+    # min-SNR-gamma for epsilon prediction, per timestep: the weighting `lorakit train` applies
+    every_step = torch.arange(len(scheduler.alphas_cumprod))
+    weight = snr_weight(LossOptions(min_snr_gamma=args.min_snr), scheduler, every_step, v_prediction=False)
     start, partial = 0, work / "unet-state.pt"
     if partial.exists():
         state = torch.load(partial, weights_only=False)
