@@ -339,6 +339,15 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
     save_every = config.save_every_n_epochs or (
         max(1, plan.epochs // config.save_n_epoch_ratio) if config.save_n_epoch_ratio else None
     )
+
+    def validate() -> float:
+        network.eval()
+        value = validation_loss(
+            model, validation, scheduler, config, loss_options, config.validation_seed or seed, accelerator
+        )
+        network.train()
+        return value
+
     if config.sample_at_first and step == 0:
         previews("e000000", 0)
     network.train()
@@ -406,17 +415,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
                     and config.validate_every_n_steps
                     and step % config.validate_every_n_steps == 0
                 ):
-                    network.eval()
-                    val_step = validation_loss(
-                        model,
-                        validation,
-                        scheduler,
-                        config,
-                        loss_options,
-                        config.validation_seed or seed,
-                        accelerator,
-                    )
-                    network.train()
+                    val_step = validate()
                     tensorboard.log({"loss/validation/step_current": val_step}, step)
                     validation_steps.append((step, val_step))
                 if (
@@ -442,21 +441,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
 
             # end of epoch
             epoch_loss = sum(epoch_losses) / len(epoch_losses) if epoch_losses else float("nan")
-            network.eval()
-            val = (
-                validation_loss(
-                    model,
-                    validation,
-                    scheduler,
-                    config,
-                    loss_options,
-                    config.validation_seed or seed,
-                    accelerator,
-                )
-                if _validate_now(config, epoch)
-                else None
-            )
-            network.train()
+            val = validate() if _validate_now(config, epoch) else None
             tensorboard.log(
                 {
                     "loss/epoch_average": epoch_loss,
