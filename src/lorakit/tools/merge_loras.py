@@ -146,55 +146,54 @@ _DORA_INSTEAD = "Merge it into a checkpoint instead (--model)."
 _UNEQUAL = "Use --concat (exact, rank = sum of ranks) or --new-rank R (SVD), which accept any ranks."
 
 
-def _weighted(nets, strengths, same_to_strength: bool) -> dict[str, Factors]:
-    merged: dict[str, Factors] = {}
-    base_alpha: dict[str, float] = {}
+def _plain_loras(nets, strengths, merge: str):
+    """(net, module name, module, strength) of every module that takes part (strength not 0), each
+    checked to be a plain LoRA: the factor merges add up and down matrices."""
     for net, weights in zip(nets, strengths):
         for name, module in net.modules.items():
             weight = weights[name]
             if weight == 0:
                 continue
             require_no_dora(module, name, net.source, _DORA_INSTEAD)
-            require_plain_lora(
-                module, name, net.source, "the same-rank merge", "Use --new-rank R (SVD merge) for it."
+            require_plain_lora(module, name, net.source, merge, "Use --new-rank R (SVD merge) for it.")
+            yield net, name, module, weight
+
+
+def _weighted(nets, strengths, same_to_strength: bool) -> dict[str, Factors]:
+    merged: dict[str, Factors] = {}
+    base_alpha: dict[str, float] = {}
+    for net, name, module, weight in _plain_loras(nets, strengths, "the same-rank merge"):
+        up, down = module.tensors["lora_up.weight"].float(), module.tensors["lora_down.weight"].float()
+        alpha = module.alpha if module.alpha is not None else float(down.shape[0])
+        base = base_alpha.setdefault(name, alpha)
+        if alpha <= 0 or base <= 0:
+            raise NetworkError(
+                f"{net.source}: module {name} has alpha {alpha}; the same-rank merge needs alpha > 0."
             )
-            up, down = module.tensors["lora_up.weight"].float(), module.tensors["lora_down.weight"].float()
-            alpha = module.alpha if module.alpha is not None else float(down.shape[0])
-            base = base_alpha.setdefault(name, alpha)
-            if alpha <= 0 or base <= 0:
-                raise NetworkError(
-                    f"{net.source}: module {name} has alpha {alpha}; the same-rank merge needs alpha > 0."
-                )
-            ratio = math.copysign(math.sqrt(abs(weight)), weight) if same_to_strength else weight
-            scale = math.sqrt(alpha / base) * ratio
-            up, down = up * abs(scale), down * scale
-            if name not in merged:
-                merged[name] = Factors(up, down, base)
-                continue
-            if merged[name].down.shape != down.shape or merged[name].up.shape != up.shape:
-                raise NetworkError(
-                    f"{net.source}: module {name} has rank {down.shape[0]} here and {merged[name].rank} in an "
-                    f"earlier file; the same-rank merge adds factors of equal shape. {_UNEQUAL}"
-                )
-            merged[name].up += up
-            merged[name].down += down
+        ratio = math.copysign(math.sqrt(abs(weight)), weight) if same_to_strength else weight
+        scale = math.sqrt(alpha / base) * ratio
+        up, down = up * abs(scale), down * scale
+        if name not in merged:
+            merged[name] = Factors(up, down, base)
+            continue
+        if merged[name].down.shape != down.shape or merged[name].up.shape != up.shape:
+            raise NetworkError(
+                f"{net.source}: module {name} has rank {down.shape[0]} here and {merged[name].rank} in an "
+                f"earlier file; the same-rank merge adds factors of equal shape. {_UNEQUAL}"
+            )
+        merged[name].up += up
+        merged[name].down += down
     return merged
 
 
 def _concat(nets, strengths) -> dict[str, Factors]:
     parts: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-    for net, weights in zip(nets, strengths):
-        for name, module in net.modules.items():
-            weight = weights[name]
-            if weight == 0:
-                continue
-            require_no_dora(module, name, net.source, _DORA_INSTEAD)
-            require_plain_lora(module, name, net.source, "--concat", "Use --new-rank R (SVD merge) for it.")
-            factor = weight * module.scale
-            root = math.sqrt(abs(factor))
-            up = module.tensors["lora_up.weight"].float() * root
-            down = module.tensors["lora_down.weight"].float() * math.copysign(root, factor)
-            parts.setdefault(name, []).append((up, down))
+    for _, name, module, weight in _plain_loras(nets, strengths, "--concat"):
+        factor = weight * module.scale
+        root = math.sqrt(abs(factor))
+        up = module.tensors["lora_up.weight"].float() * root
+        down = module.tensors["lora_down.weight"].float() * math.copysign(root, factor)
+        parts.setdefault(name, []).append((up, down))
     out = {}
     for name, pairs in parts.items():
         try:
