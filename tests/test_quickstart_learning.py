@@ -14,17 +14,16 @@ import pytest
 import torch
 
 from lorakit.models.load import load_model
-from lorakit.quickstart import demo, shapes
+from lorakit.quickstart import shapes
 from lorakit.quickstart.run import (
     ALGORITHMS,
-    plain_prompts,
+    concept_check,
     quickstart_config,
     run_quickstart,
     tiny_model_path,
-    trigger_prompts,
 )
 from lorakit.quickstart.sample import generate
-from lorakit.quickstart.score import read_image, share_showing
+from lorakit.quickstart.score import read_image
 from lorakit.training.config import load_config
 from lorakit.training.recipe import train
 
@@ -74,19 +73,6 @@ def test_the_base_model_draws_every_colour_and_shape_it_knows(base):
     assert not any(r.colour == "magenta" for r in readings), "the base model must never draw magenta"
 
 
-def concept_rates(model, lora) -> dict[str, float]:
-    def rate(prompts, weight):
-        batch = [prompts[i % len(prompts)] for i in range(SEEDS)]
-        loras = [(lora, weight)] if weight else []
-        return share_showing(generate(model, batch, list(range(SEEDS)), loras=loras), demo.CONCEPT)
-
-    return {
-        "trigger, LoRA 1.0": rate(trigger_prompts(), 1.0),
-        "trigger, LoRA 0": rate(trigger_prompts(), 0.0),
-        "no trigger, LoRA 1.0": rate(plain_prompts(), 1.0),
-    }
-
-
 def assert_learned(rates: dict[str, float]) -> None:
     assert rates["trigger, LoRA 1.0"] >= 0.9, rates
     assert rates["trigger, LoRA 0"] <= 0.1, rates
@@ -118,4 +104,4 @@ def test_quickstart_teaches_a_lora_the_new_colour_and_writes_what_it_promises(tm
 def test_every_network_kind_learns_the_concept_only_when_asked(base, tmp_path, algorithm):
     config = load_config(quickstart_config(tmp_path, algorithm, save_every_n_epochs=0))
     result = train(config, quiet=True)
-    assert_learned(concept_rates(base, result.final_file))
+    assert_learned(concept_check(base, result.final_file, SEEDS))

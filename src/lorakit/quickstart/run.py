@@ -94,6 +94,17 @@ def concept_share(model, prompts: list[str], lora: Path | None, weight: float, s
     return share_showing(generate(model, batch, list(range(seeds)), loras=loras), demo.CONCEPT)
 
 
+def concept_check(model, lora: Path, seeds: int = 16) -> dict[str, float]:
+    """The three shares the quickstart prints and the learning tests hold to their bounds:
+    trigger prompts with the LoRA at 1.0 (should be high), the same prompts without the LoRA,
+    and prompts for known colours with the LoRA (both should be near 0)."""
+    return {
+        "trigger, LoRA 1.0": concept_share(model, trigger_prompts(), lora, 1.0, seeds),
+        "trigger, LoRA 0": concept_share(model, trigger_prompts(), None, 0.0, seeds),
+        "no trigger, LoRA 1.0": concept_share(model, plain_prompts(), lora, 1.0, seeds),
+    }
+
+
 def trigger_prompts() -> list[str]:
     backgrounds = list(shapes.BACKGROUNDS)
     return [
@@ -169,6 +180,7 @@ def run_quickstart(
     from ..models.load import load_model
     from ..training.config import load_config
     from ..training.recipe import train
+    from ..training.setup import dataset_options
 
     began = time.time()
     out = Path(out)
@@ -177,15 +189,7 @@ def run_quickstart(
     config = load_config(config_path)
 
     say(f"1/4 dataset check: {config.dataset_config}")
-    plan = check_dataset(
-        config.dataset_config,
-        options={
-            "resolution": int(config.resolution),
-            "bucket_reso_steps": config.bucket_reso_steps,
-            "caption_extension": config.caption_extension,
-            "batch_size": config.train_batch_size,
-        },
-    )
+    plan = check_dataset(config.dataset_config, options=dataset_options(config))
     if not quiet:
         say(format_plan(plan))
         say(format_problems(plan.problems))
@@ -212,11 +216,7 @@ def run_quickstart(
     ).path
 
     say(f"4/4 concept check: how often the pictures are {demo.CONCEPT}")
-    concept = {
-        "trigger, LoRA 1.0": concept_share(model, trigger_prompts(), result.final_file, 1.0, concept_seeds),
-        "trigger, LoRA 0": concept_share(model, trigger_prompts(), None, 0.0, concept_seeds),
-        "no trigger, LoRA 1.0": concept_share(model, plain_prompts(), result.final_file, 1.0, concept_seeds),
-    }
+    concept = concept_check(model, result.final_file, concept_seeds)
     outcome = QuickstartResult(
         out=out,
         config=config_path,
