@@ -31,6 +31,12 @@ class GridLayout:
     font_size: int = 0
 
 
+def enlargement(width: int, height: int) -> int:
+    """The whole factor that brings a picture's shorter side to at least MIN_CELL (1 if it is)."""
+    side = min(width, height)
+    return -(-MIN_CELL // side) if side < MIN_CELL else 1
+
+
 def _text_width(font, text: str) -> int:
     if not text:
         return 0
@@ -89,7 +95,7 @@ def draw_grid(
     """cells[z][y][x] -> one image. All cells have the size of the first one; cells smaller than
     MIN_CELL are enlarged by a whole factor (nearest pixel), so labels fit and pixels stay sharp."""
     cell_w, cell_h = cells[0][0][0].size
-    scale = -(-MIN_CELL // min(cell_w, cell_h)) if min(cell_w, cell_h) < MIN_CELL else 1
+    scale = enlargement(cell_w, cell_h)
     cell_w, cell_h = cell_w * scale, cell_h * scale
     nz, ny, nx = len(cells), len(cells[0]), len(cells[0][0])
     size = font_size or max(12, (cell_w + cell_h) // 25)

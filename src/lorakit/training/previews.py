@@ -73,11 +73,10 @@ def make_previews(
 def _strip(images: list[Image.Image], path: Path) -> Path:
     """The previews side by side; pictures under MIN_CELL pixels (tiny models) enlarged pixel
     for pixel, as the grids draw them."""
-    from ..evaluation.drawing import MIN_CELL
+    from ..evaluation.drawing import enlargement
     from ..utils.files import atomic_path
 
-    side = min(min(i.size) for i in images)
-    scale = -(-MIN_CELL // side) if side < MIN_CELL else 1
+    scale = max(enlargement(*i.size) for i in images)
     images = [i.resize((i.width * scale, i.height * scale), Image.Resampling.NEAREST) for i in images]
     height = max(i.height for i in images)
     strip = Image.new("RGB", (sum(i.width for i in images) + 4 * (len(images) - 1), height), "white")
