@@ -102,24 +102,25 @@ caption_dropout_rate = {dropout}
 """
 
 
-def write_demo(root: str | Path) -> DemoDataset:
-    """Write the dataset under `root` (pictures that already exist are kept as they are)."""
-    root = Path(root)
-    folder = root / "train" / FOLDER
+def _write_pictures(folder: Path, pictures: list[tuple[shapes.Picture, str]]) -> list[Path]:
+    """NN.png and its NN.txt caption per picture; pictures already on disk are kept."""
     folder.mkdir(parents=True, exist_ok=True)
     images = []
-    for i, (p, caption) in enumerate(demo_pictures()):
+    for i, (p, caption) in enumerate(pictures):
         image = folder / f"{i:02d}.png"
         if not image.exists():
             shapes.draw(p).save(image)
         (folder / f"{i:02d}.txt").write_text(caption + "\n", encoding="utf-8")
         images.append(image)
-    reg = root / "reg" / REG_FOLDER
-    reg.mkdir(parents=True, exist_ok=True)
-    for i, (p, caption) in enumerate(reg_pictures()):
-        if not (reg / f"{i:02d}.png").exists():
-            shapes.draw(p).save(reg / f"{i:02d}.png")
-        (reg / f"{i:02d}.txt").write_text(caption + "\n", encoding="utf-8")
+    return images
+
+
+def write_demo(root: str | Path) -> DemoDataset:
+    """Write the dataset under `root` (pictures that already exist are kept as they are)."""
+    root = Path(root)
+    folder, reg = root / "train" / FOLDER, root / "reg" / REG_FOLDER
+    images = _write_pictures(folder, demo_pictures())
+    _write_pictures(reg, reg_pictures())
     prompts = root / "sample_prompts.txt"
     prompts.write_text(SAMPLE_PROMPTS, encoding="utf-8")
     config = root / "dataset.toml"
