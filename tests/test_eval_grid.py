@@ -11,7 +11,7 @@ from PIL import Image
 
 from lorakit.cli.main import main
 from lorakit.evaluation import generate as generate_module
-from lorakit.evaluation.drawing import draw_grid
+from lorakit.evaluation.drawing import MIN_CELL, draw_grid, enlargement
 from lorakit.evaluation.fonts import font_path, label_font
 from lorakit.evaluation.generate import GenerationSettings, Generator
 from lorakit.evaluation.grid import GridError, check_axes, parse_axis, run_grid
@@ -243,3 +243,10 @@ def test_sdxl_block_weight_axis(tiny_checkpoints, tmp_path):
     assert np.abs(cells[1] - no_lora).max() > 10
     assert not np.array_equal(cells[2], no_lora) and not np.array_equal(cells[2], cells[1])
     assert result.cells[0].image.parameters.prompt == f"a cat <lora:xl:1:lbw={zeros}>"
+
+
+def test_small_pictures_are_enlarged_by_a_whole_factor():
+    assert MIN_CELL == 128
+    assert enlargement(32, 32) == 4  # 128 / 32
+    assert enlargement(48, 100) == 3  # 48 -> 144, the first whole factor reaching 128
+    assert enlargement(200, 128) == 1 and enlargement(512, 768) == 1

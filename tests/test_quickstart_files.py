@@ -103,3 +103,23 @@ def test_quickstart_config_per_algorithm(tmp_path, algorithm):
 def test_unknown_algorithm_is_refused(tmp_path):
     with pytest.raises(QuickstartError, match="choose one of lora, locon, loha, lokr"):
         quickstart_config(tmp_path, "dora")
+
+
+def test_a_missing_tiny_model_says_how_to_get_it_back(monkeypatch):
+    from lorakit.quickstart import run
+
+    monkeypatch.setattr(run, "MODEL_FILE", "no-such-model.safetensors")
+    with pytest.raises(QuickstartError, match="tiny base model is missing.*scripts/pretrain_tiny.py"):
+        run.tiny_model_path()
+
+
+def test_a_broken_demo_picture_stops_the_quickstart_before_training(tmp_path, monkeypatch, capsys):
+    from lorakit.quickstart import run
+
+    broken = tmp_path / "qs" / "dataset" / "train" / demo.FOLDER / "00.png"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"not a picture")  # kept: the demo writer leaves existing pictures alone
+    monkeypatch.setattr("lorakit.training.recipe.train", lambda *a, **k: pytest.fail("trained anyway"))
+    with pytest.raises(QuickstartError, match="the demo dataset .*dataset.toml has errors"):
+        run.run_quickstart(tmp_path / "qs")
+    assert "00.png" in capsys.readouterr().out  # the dataset report names the file
