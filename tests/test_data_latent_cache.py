@@ -9,7 +9,7 @@ import torch
 from datagen import noise_image
 
 from lorakit.data import build_datasets, config_from_dict
-from lorakit.data.latent_cache import npz_path
+from lorakit.data.latent_cache import cache_latents, npz_path
 from lorakit.errors import DatasetError
 from lorakit.models.tiny import random_model
 
@@ -63,25 +63,25 @@ def make(tmp_path, flip=False, **subset):
 
 def test_second_run_encodes_nothing_and_a_changed_image_alone_is_encoded(tmp_path, vae):
     counting = CountingVAE(vae)
-    stats = make(tmp_path).cache_latents(counting, to_disk=True)
+    stats = cache_latents(make(tmp_path), counting, to_disk=True)
     assert (stats.encoded, stats.reused, counting.images) == (3, 0, 3)
 
     counting.images = 0
-    stats = make(tmp_path).cache_latents(counting, to_disk=True)  # a new run
+    stats = cache_latents(make(tmp_path), counting, to_disk=True)  # a new run
     assert (stats.encoded, stats.reused, counting.images) == (0, 3, 0)
 
     os.utime(tmp_path / "5_x" / "0.png", (1, 1))  # only the time changes: the content is the same
-    assert make(tmp_path).cache_latents(counting, to_disk=True).encoded == 0
+    assert cache_latents(make(tmp_path), counting, to_disk=True).encoded == 0
 
     noise_image(tmp_path / "5_x" / "1.png", (96, 48), seed=99)  # new pixels, same size and name
     counting.images = 0
-    stats = make(tmp_path).cache_latents(counting, to_disk=True)
+    stats = cache_latents(make(tmp_path), counting, to_disk=True)
     assert (stats.encoded, stats.reused, counting.images) == (1, 2, 1)
 
 
 def test_file_names_and_keys_follow_sd_scripts(tmp_path, vae):
     group = make(tmp_path, flip=True)
-    group.cache_latents(vae, to_disk=True)
+    cache_latents(group, vae, to_disk=True)
     names = sorted(p.name for p in (tmp_path / "5_x").glob("*.npz"))
     for _, _, r in group.records():
         w, h = r.bucket.reso
@@ -102,7 +102,7 @@ def test_file_names_and_keys_follow_sd_scripts(tmp_path, vae):
 
 def test_cached_latents_equal_direct_encoding_and_flips_use_the_flipped_image(tmp_path, vae):
     group = make(tmp_path, flip=True)
-    group.cache_latents(vae)  # in memory
+    cache_latents(group, vae)  # in memory
     direct = make(tmp_path, flip=True)
     seen = set()
     for epoch in range(1, 6):
@@ -119,13 +119,13 @@ def test_cached_latents_equal_direct_encoding_and_flips_use_the_flipped_image(tm
 
 
 def test_another_vae_or_turning_on_flip_encodes_again(tmp_path, vae, other_vae):
-    make(tmp_path).cache_latents(vae, to_disk=True)
-    assert make(tmp_path).cache_latents(other_vae, to_disk=True).encoded == 3
-    assert make(tmp_path, flip=True).cache_latents(other_vae, to_disk=True).encoded == 3  # flipped missing
-    assert make(tmp_path, flip=False).cache_latents(other_vae, to_disk=True).encoded == 0  # flipped is extra
+    cache_latents(make(tmp_path), vae, to_disk=True)
+    assert cache_latents(make(tmp_path), other_vae, to_disk=True).encoded == 3
+    assert cache_latents(make(tmp_path, flip=True), other_vae, to_disk=True).encoded == 3  # flipped missing
+    assert cache_latents(make(tmp_path, flip=False), other_vae, to_disk=True).encoded == 0  # flipped is extra
 
 
 @pytest.mark.parametrize("option", [{"color_aug": True}, {"random_crop": True}])
 def test_caching_refuses_augmentations_that_change_each_time(tmp_path, vae, option):
     with pytest.raises(DatasetError, match="flip_aug works with caching"):
-        make(tmp_path, **option).cache_latents(vae)
+        cache_latents(make(tmp_path, **option), vae)

@@ -5,6 +5,7 @@ import torch
 from datagen import noise_image, write
 
 from lorakit.data import build_datasets, config_from_dict
+from lorakit.data.text_cache import TextOutputCache
 from lorakit.errors import DatasetError
 
 
@@ -47,27 +48,30 @@ def expected(caption):
 def test_memory_cache_encodes_each_distinct_caption_once(tmp_path):
     group = make(tmp_path, caption_prefix="photo of")
     enc = FakeEncoder()
-    stats = group.cache_text_outputs(enc, "enc-v1")
+    cache = TextOutputCache(enc, "enc-v1")
+    stats = cache.prefill(group)
     assert sorted(enc.calls) == ["photo of a cat", "photo of a dog", "photo of x"]
     assert stats.encoded == 3
     for batch in group.iter_epoch(1):
-        assert batch.text_outputs["hidden_state1"].shape == (len(batch.captions), 3, 2)
-        for caption, pool in zip(batch.captions, batch.text_outputs["pool2"]):
+        outputs = cache.lookup(batch.captions)
+        assert outputs["hidden_state1"].shape == (len(batch.captions), 3, 2)
+        for caption, pool in zip(batch.captions, outputs["pool2"]):
             assert torch.equal(pool, expected(caption))
+    assert enc.calls == ["photo of a cat", "photo of a dog", "photo of x"]  # nothing encoded again
 
 
 def test_disk_cache_is_reused_and_a_changed_caption_is_encoded_alone(tmp_path):
     enc = FakeEncoder()
-    assert make(tmp_path).cache_text_outputs(enc, "enc-v1", to_disk=True).written == 4
+    assert TextOutputCache(enc, "enc-v1").prefill(make(tmp_path), to_disk=True).written == 4
     assert (tmp_path / "2_x" / "0_te_outputs.npz").is_file()
     enc.calls.clear()
-    stats = make(tmp_path).cache_text_outputs(enc, "enc-v1", to_disk=True)
+    stats = TextOutputCache(enc, "enc-v1").prefill(make(tmp_path), to_disk=True)
     assert (stats.encoded, stats.reused, enc.calls) == (0, 4, [])
     write(tmp_path / "2_x" / "1.caption", "a bird")
-    stats = make(tmp_path).cache_text_outputs(enc, "enc-v1", to_disk=True)
+    stats = TextOutputCache(enc, "enc-v1").prefill(make(tmp_path), to_disk=True)
     assert (stats.encoded, stats.reused, enc.calls) == (1, 3, ["a bird"])
     enc.calls.clear()
-    assert make(tmp_path).cache_text_outputs(enc, "enc-v2", to_disk=True).encoded == 3  # other encoders
+    assert TextOutputCache(enc, "enc-v2").prefill(make(tmp_path), to_disk=True).encoded == 3  # other encoders
 
 
 @pytest.mark.parametrize(
@@ -75,4 +79,4 @@ def test_disk_cache_is_reused_and_a_changed_caption_is_encoded_alone(tmp_path):
 )
 def test_changing_captions_cannot_be_cached(tmp_path, option):
     with pytest.raises(DatasetError, match=f"{next(iter(option))}"):
-        make(tmp_path, **option).cache_text_outputs(FakeEncoder(), "enc")
+        TextOutputCache(FakeEncoder(), "enc").prefill(make(tmp_path, **option))

@@ -6,13 +6,21 @@ import torch
 from training_helpers import make_folder_dataset, write_config
 
 from lorakit.cli.main import main
+from lorakit.data.text_cache import TextOutputCache
 from lorakit.training.config import load_config
 from lorakit.training.loss import LossOptions
 from lorakit.training.lr_find import find_lr
-from lorakit.training.noise import training_scheduler
+from lorakit.training.noise import NoiseOptions, training_scheduler
 from lorakit.training.recipe import train
 from lorakit.training.setup import build_data
-from lorakit.training.step import TextCache, conditioning, validation_loss
+from lorakit.training.step import (
+    StepContext,
+    TextOptions,
+    ValidationOptions,
+    conditioning,
+    text_outputs,
+    validation_loss,
+)
 
 
 def _config(tmp_path, checkpoint, extra=""):
@@ -41,15 +49,16 @@ def test_validation_loss_per_epoch_is_recorded_and_deterministic(tiny_checkpoint
     result.network.eval()
     from lorakit.training.setup import Runtime
 
-    again = validation_loss(
+    ctx = StepContext(
         result.model,
-        validation,
         training_scheduler(result.model),
-        config,
+        NoiseOptions(),
         LossOptions(),
-        5,
-        Runtime("no"),
+        TextOptions.from_config(config),
+        torch.Generator().manual_seed(0),
+        train_text=False,
     )
+    again = validation_loss(ctx, validation, ValidationOptions.from_config(config), 5, Runtime("no"))
     assert again == epochs[-1]["validation_loss"]
 
 
@@ -70,12 +79,12 @@ def test_caption_cache_gives_the_sameconditioning(tiny_checkpoints):
     from lorakit.models.load import load_model
 
     model = load_model(tiny_checkpoints["sdxl"])
-    config = load_config(None)
-    cache = TextCache()
+    text = TextOptions.from_config(load_config(None))
+    cache = TextOutputCache(text_outputs(model, text), "memory")
     captions = ["a cat", "a dog", "a cat"]
-    direct = conditioning(model, captions, config, train_text=False)
-    cached = conditioning(model, captions, config, train_text=False, cache=cache)
-    again = conditioning(model, captions, config, train_text=False, cache=cache)
+    direct = conditioning(model, captions, text, train_text=False)
+    cached = conditioning(model, captions, text, train_text=False, cache=cache)
+    again = conditioning(model, captions, text, train_text=False, cache=cache)
     assert torch.allclose(direct[0], cached[0], atol=1e-6) and torch.allclose(direct[1], cached[1], atol=1e-6)
     assert torch.equal(cached[0], again[0]) and cache.hits >= 3 and len(cache.items) == 2
 

@@ -11,10 +11,11 @@ import torch
 from safetensors.torch import load_file
 from training_helpers import make_folder_dataset, write_config
 
+from lorakit.runs import RunRecord
 from lorakit.training import recipe
 from lorakit.training.config import load_config
 from lorakit.training.recipe import train
-from lorakit.training.watch import RunRecord, TrainingCollapsed
+from lorakit.training.watch import TrainingCollapsed
 
 
 def _config(tmp_path, checkpoint, out, extra=""):

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.generate import open_generator, settings_for_prompt
     from ..evaluation.grid import parse_axis, run_axes, run_grid
     from ..evaluation.prompts import load_prompts
-    from ..evaluation.run_record import load_run, loss_table
+    from ..runs import load_run, loss_table
 
     record = load_run(args.run_dir) if args.run_dir else None
     specs = prompt_specs(args)

@@ -26,8 +26,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models.report import checkpoint_report, format_report
+    from ..tools.inspect import format_inspection, inspect_file
 
-    report = checkpoint_report(Path(args.file), v_parameterization=args.v_parameterization)
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    report = inspect_file(Path(args.file), v_parameterization=args.v_parameterization)
+    print(json.dumps(report, indent=2) if args.json else format_inspection(report))
     return 0

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,15 @@ class DataConfig:
 
 SUBSET_FIELDS = {f.name for f in fields(SubsetConfig)} - {"name"}
 DATASET_FIELDS = {f.name for f in fields(DatasetConfig)} - {"subsets", "name"}
+
+
+def key_default(name: str) -> Any:
+    """The value a dataset key has when nothing sets it."""
+    for cls in (SubsetConfig, DatasetConfig):
+        for f in fields(cls):
+            if f.name == name:
+                return f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
+    raise KeyError(name)
 
 
 def nearest_key(name: str, candidates) -> str | None:

@@ -82,7 +82,6 @@ class Batch:
     custom_attributes: list[dict]
     epoch: int
     index: int
-    text_outputs: dict[str, torch.Tensor] | None = None  # cached text-encoder outputs, batch first
 
 
 @dataclass
@@ -151,7 +150,6 @@ class DatasetGroup:
         self.prior_loss_weight = prior_loss_weight
         self.max_train_steps = max_train_steps
         self.latents: dict[tuple[int, int], object] = {}  # (dataset, record) -> latent_cache.LatentEntry
-        self.text_outputs: dict[tuple[int, int], object] = {}  # (dataset, record) -> text_cache.TextEntry
 
     # ---- sizes -------------------------------------------------------------------------------
     @property
@@ -209,11 +207,17 @@ class DatasetGroup:
         because the saved position would point into a different order."""
         if isinstance(state, dict):
             state = DataState.from_dict(state)
-        if strict and (state.fingerprint != self.fingerprint() or state.seed != self.seed):
+        if strict and state.seed != self.seed:
             raise DatasetError(
-                "the dataset (images, repeats, buckets, batch size or seed) changed since the training "
-                "state was saved, so the saved position in the epoch means other images now. Resume with "
-                "the same dataset and seed, or start a new run."
+                f"the seed changed since the training state was saved (saved with seed {state.seed}, "
+                f"this run has seed {self.seed}): the same batch number would mean other images and "
+                f"other noise. Resume with seed = {state.seed}, or start a new run."
+            )
+        if strict and state.fingerprint != self.fingerprint():
+            raise DatasetError(
+                "the dataset (images, repeats, buckets or batch size) changed since the training state "
+                "was saved, so the saved position in the epoch means other images now. Resume with the "
+                "same dataset, or start a new run."
             )
         epoch, done = state.epoch, state.batches_done
         if done >= self.steps_per_epoch:
@@ -276,10 +280,6 @@ class DatasetGroup:
             regs.append(record.is_reg)
             attrs.append(record.subset.custom_attributes)
         n = len(ref.items)
-        text = None
-        if ref.items and all((ref.dataset, i) in self.text_outputs for i in ref.items):
-            per_item = [self.text_outputs[(ref.dataset, i)].load() for i in ref.items]
-            text = {k: torch.stack([torch.tensor(o[k]) for o in per_item]) for k in per_item[0]}
         return Batch(
             captions=captions,
             loss_weights=torch.tensor(weights, dtype=torch.float32),
@@ -296,39 +296,60 @@ class DatasetGroup:
             custom_attributes=attrs,
             epoch=ref.epoch,
             index=ref.index,
-            text_outputs=text,
         )
 
-    def iter_epoch(self, epoch: int, start: int = 0):
-        """Batches of `epoch` from batch `start` on (start > 0 when resuming mid-epoch)."""
-        for ref in self.epoch_batches(epoch)[start:]:
-            yield self.load_batch(ref)
+    def epoch_refs(self, epoch: int, start: int = 0, shard: tuple[int, int] = (0, 1)) -> list[BatchRef]:
+        """This process's batches of `epoch` from its `start`-th on. `shard` = (rank, processes):
+        with several processes each takes every n-th batch, so together they cover the epoch."""
+        rank, world = shard
+        return self.epoch_batches(epoch)[rank::world][start:]
+
+    def iter_epoch(
+        self,
+        epoch: int,
+        start: int = 0,
+        *,
+        shard: tuple[int, int] = (0, 1),
+        first_step: int | None = None,
+        accumulation: int = 1,
+    ):
+        """Batches of `epoch` from batch `start` on (start > 0 when resuming mid-epoch).
+
+        `first_step` is the optimizer step the first batch belongs to (token warm-up counts
+        optimizer steps; with `accumulation` batches per step). None: the batch count."""
+        for i, ref in enumerate(self.epoch_refs(epoch, start, shard)):
+            yield self.load_batch(ref, None if first_step is None else first_step + i // accumulation)
 
     def loader(
-        self, epoch: int, start: int = 0, num_workers: int = 0, **kwargs
-    ) -> torch.utils.data.DataLoader:
-        """A DataLoader over the batches of `epoch` from `start`; workers load images in parallel."""
-        refs = self.epoch_batches(epoch)[start:]
-        return torch.utils.data.DataLoader(
-            _Batches(self, refs),
-            batch_size=None,
-            shuffle=False,
-            num_workers=num_workers,
-            collate_fn=_identity,
-            **kwargs,
+        self,
+        epoch: int,
+        start: int = 0,
+        num_workers: int = 0,
+        *,
+        shard: tuple[int, int] = (0, 1),
+        first_step: int | None = None,
+        accumulation: int = 1,
+        **kwargs,
+    ):
+        """`iter_epoch` with images loaded by `num_workers` processes in parallel. Without workers
+        it is `iter_epoch` itself: a DataLoader draws a seed from torch's global generator when it
+        starts, which would make the run depend on how its data is loaded."""
+        if not num_workers:
+            return self.iter_epoch(
+                epoch, start, shard=shard, first_step=first_step, accumulation=accumulation
+            )
+        refs = self.epoch_refs(epoch, start, shard)
+        steps = None if first_step is None else [first_step + i // accumulation for i in range(len(refs))]
+        return iter(
+            torch.utils.data.DataLoader(
+                _Batches(self, refs, steps),
+                batch_size=None,
+                shuffle=False,
+                num_workers=num_workers,
+                collate_fn=_identity,
+                **kwargs,
+            )
         )
-
-    def cache_latents(self, vae, **kwargs):
-        """Encode every image once with `vae` (see `latent_cache.cache_latents`)."""
-        from .latent_cache import cache_latents
-
-        return cache_latents(self, vae, **kwargs)
-
-    def cache_text_outputs(self, encode, encoder_id: str, **kwargs):
-        """Encode each distinct caption once (see `text_cache.cache_text_outputs`)."""
-        from .text_cache import cache_text_outputs
-
-        return cache_text_outputs(self, encode, encoder_id, **kwargs)
 
     def bucket_histogram(self) -> dict[tuple[int, int], int]:
         """Images x repeats per bucket, over all datasets."""
@@ -340,14 +361,14 @@ class DatasetGroup:
 
 
 class _Batches(torch.utils.data.Dataset):
-    def __init__(self, group: DatasetGroup, refs: list[BatchRef]):
-        self.group, self.refs = group, refs
+    def __init__(self, group: DatasetGroup, refs: list[BatchRef], steps: list[int] | None):
+        self.group, self.refs, self.steps = group, refs, steps
 
     def __len__(self) -> int:
         return len(self.refs)
 
     def __getitem__(self, i: int) -> Batch:
-        return self.group.load_batch(self.refs[i])
+        return self.group.load_batch(self.refs[i], None if self.steps is None else self.steps[i])
 
 
 def _identity(x):

@@ -69,13 +69,15 @@ def content_hash(path: Path) -> str:
     return _content_hashes[key]
 
 
-def vae_fingerprint(vae: torch.nn.Module) -> str:
-    """Identity of a VAE: its class, config, dtype and every weight."""
-    h = hashlib.sha256(type(vae).__name__.encode())
-    config = getattr(vae, "config", None)
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """Identity of a model part (a VAE, a text encoder): its class, config, dtype and every
+    weight, so a disk cache made with other weights is never taken for this one."""
+    h = hashlib.sha256(type(module).__name__.encode())
+    config = getattr(module, "config", None)
     if config is not None:
-        h.update(json.dumps(dict(config), sort_keys=True, default=str).encode())
-    for name, tensor in sorted(vae.state_dict().items()):
+        config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(module.state_dict().items()):
         h.update(name.encode())
         h.update(str(tensor.dtype).encode())
         t = tensor.detach().cpu().contiguous()
@@ -178,7 +180,7 @@ def cache_latents(
     images. `progress`, if given, is called with (done, total) after each VAE batch.
     """
     check_cacheable(group)
-    vae_id = vae_fingerprint(vae)
+    vae_id = module_fingerprint(vae)
     factor = downscale_factor(vae)
     channels = vae.config.latent_channels
     stats = CacheStats()

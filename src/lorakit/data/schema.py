@@ -6,7 +6,7 @@ reader puts after the key's name and place in the file.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,54 +137,136 @@ def _color(v: Any) -> tuple[int, int, int]:
 
 @dataclass(frozen=True)
 class Key:
+    """One dataset key. `option` is its name as a `lorakit train` option and command-line flag
+    (sd-scripts' name; None for keys that exist only in dataset files), `kind` how a command
+    line value is read (see `lorakit.training.options.Option`). Defaults live in the
+    `SubsetConfig` / `DatasetConfig` dataclasses (`config.py`)."""
+
     parse: Callable[[Any], Any]
     levels: frozenset
     help: str
+    option: str | None = None
+    kind: str = "str"
 
 
-# Every key of sd-scripts' config_util schema, plus `alpha_background` (a lorakit addition).
+def _k(parse, levels, help, option=None, kind="str") -> Key:
+    return Key(parse, levels, help, option, kind)
+
+
+A, DS, SUB = ALL_LEVELS, DATASET_LEVELS, SUBSET_ONLY
+
+# Every key of sd-scripts' config_util schema, plus `alpha_background` (a lorakit addition); the
+# help is the plain-words text `lorakit train --help`, `lorakit dataset check --help` and the web
+# UI show for the option.
 KEYS: dict[str, Key] = {
     # subset keys that may also be set for a whole dataset or in [general]
-    "num_repeats": Key(_int, ALL_LEVELS, "how many times each image is used per epoch"),
-    "class_tokens": Key(_str, ALL_LEVELS, "caption used for images without a caption file"),
-    "caption_extension": Key(_str, ALL_LEVELS, "extension of caption files (sd-scripts default .caption)"),
-    "cache_info": Key(_bool, ALL_LEVELS, "sd-scripts: cache image sizes; lorakit reads them from headers"),
-    "shuffle_caption": Key(_bool, ALL_LEVELS, "shuffle the tags of each caption every time it is used"),
-    "keep_tokens": Key(_int, ALL_LEVELS, "number of leading tags that are never shuffled or dropped"),
-    "keep_tokens_separator": Key(_str, ALL_LEVELS, "text before this separator is never shuffled"),
-    "secondary_separator": Key(_str, ALL_LEVELS, "joins words into one tag; replaced by the separator"),
-    "caption_separator": Key(_str, ALL_LEVELS, "separator between tags"),
-    "enable_wildcard": Key(_bool, ALL_LEVELS, "{a|b} picks one; a multi-line caption gives a random line"),
-    "caption_prefix": Key(_str, ALL_LEVELS, "text put before every caption"),
-    "caption_suffix": Key(_str, ALL_LEVELS, "text put after every caption"),
-    "token_warmup_min": Key(_int, ALL_LEVELS, "tags used at the first step of token warm-up"),
-    "token_warmup_step": Key(_number, ALL_LEVELS, "step (or fraction of all steps) when all tags are used"),
-    "custom_attributes": Key(_dict, ALL_LEVELS, "free values passed to the training loop"),
-    "resize_interpolation": Key(_interpolation, ALL_LEVELS, "resampling filter used to resize images"),
-    "caption_dropout_rate": Key(_rate, ALL_LEVELS, "chance that a caption is replaced by an empty one"),
-    "caption_dropout_every_n_epochs": Key(_int, ALL_LEVELS, "every n-th epoch uses empty captions"),
-    "caption_tag_dropout_rate": Key(_rate, ALL_LEVELS, "chance that each tag is left out"),
-    "color_aug": Key(_bool, ALL_LEVELS, "small random hue/gamma changes"),
-    "flip_aug": Key(_bool, ALL_LEVELS, "random horizontal flips"),
-    "face_crop_aug_range": Key(_float_pair, ALL_LEVELS, "crop around the face given in the file name"),
-    "random_crop": Key(_bool, ALL_LEVELS, "crop at a random place instead of the centre"),
-    "alpha_background": Key(_color, ALL_LEVELS, "lorakit: colour put behind transparent pixels"),
+    "num_repeats": _k(_int, A, "How many times each image is used per epoch (the N of an N_name folder)."),
+    "class_tokens": _k(_str, A, "Caption used for images without a caption file."),
+    "caption_extension": _k(
+        _str, A, "File extension of caption files (sd-scripts default .caption; many datasets use .txt).",
+        "caption_extension",
+    ),
+    "cache_info": _k(_bool, A, "sd-scripts: cache image sizes; lorakit reads them from the image headers."),
+    "shuffle_caption": _k(_bool, A, "Shuffle the tags of each caption every time it is used.", "shuffle_caption", "bool"),
+    "keep_tokens": _k(
+        _int, A, "Keep the first N tags in place when shuffling (put the trigger word first).", "keep_tokens", "int"
+    ),
+    "keep_tokens_separator": _k(
+        _str, A, "Text before this separator (e.g. |||) is kept in place and never shuffled or dropped.",
+        "keep_tokens_separator",
+    ),
+    "secondary_separator": _k(
+        _str, A, "Tags joined by this separator (e.g. ;;;) are treated as one tag.", "secondary_separator"
+    ),
+    "caption_separator": _k(_str, A, "Character between tags in captions.", "caption_separator"),
+    "enable_wildcard": _k(
+        _bool, A,
+        "Expand {a|b} in captions to one of the choices, and use a random line of multi-line caption files.",
+        "enable_wildcard", "bool",
+    ),
+    "caption_prefix": _k(_str, A, "Text added before every caption.", "caption_prefix"),
+    "caption_suffix": _k(_str, A, "Text added after every caption.", "caption_suffix"),
+    "token_warmup_min": _k(_int, A, "Tags used at the start of token warm-up.", "token_warmup_min", "int"),
+    "token_warmup_step": _k(
+        _number, A, "Steps (or a ratio of all steps) over which the number of tags grows to all.",
+        "token_warmup_step", "number",
+    ),
+    "custom_attributes": _k(_dict, A, "Free values passed to the training loop."),
+    "resize_interpolation": _k(
+        _interpolation, A, "How images are resized: lanczos, nearest, bilinear, bicubic or area.",
+        "resize_interpolation",
+    ),
+    "caption_dropout_rate": _k(
+        _rate, A, "Chance that a caption is replaced by an empty one (teaches the model without text).",
+        "caption_dropout_rate", "float",
+    ),
+    "caption_dropout_every_n_epochs": _k(
+        _int, A, "Drop all captions every N epochs.", "caption_dropout_every_n_epochs", "int"
+    ),
+    "caption_tag_dropout_rate": _k(
+        _rate, A, "Chance that each tag is left out.", "caption_tag_dropout_rate", "float"
+    ),
+    "color_aug": _k(
+        _bool, A, "Randomly shift hue a little (cannot be used with cached latents).", "color_aug", "bool"
+    ),
+    "flip_aug": _k(
+        _bool, A, "Randomly mirror images left-right. Do not use for asymmetric subjects.", "flip_aug", "bool"
+    ),
+    "face_crop_aug_range": _k(
+        _float_pair, A, "Crop around the face at a random scale in this range, e.g. [2.0, 4.0].",
+        "face_crop_aug_range", "floats",
+    ),
+    "random_crop": _k(
+        _bool, A, "Crop at a random place instead of the centre (cannot be used with cached latents).",
+        "random_crop", "bool",
+    ),
+    "alpha_background": _k(
+        _color, A, 'lorakit: colour put behind transparent pixels ("white", "black", "#rrggbb" or [r, g, b]).'
+    ),
     # keys for a whole dataset
-    "batch_size": Key(_int, DATASET_LEVELS, "images per training step"),
-    "resolution": Key(parse_resolution, DATASET_LEVELS, "training size: 512 or [width, height]"),
-    "enable_bucket": Key(_bool, DATASET_LEVELS, "group images by aspect ratio instead of cropping square"),
-    "min_bucket_reso": Key(_int, DATASET_LEVELS, "smallest bucket side"),
-    "max_bucket_reso": Key(_int, DATASET_LEVELS, "largest bucket side"),
-    "bucket_reso_steps": Key(_int, DATASET_LEVELS, "bucket sides are multiples of this"),
-    "bucket_no_upscale": Key(_bool, DATASET_LEVELS, "never enlarge images; one bucket per image size"),
-    "network_multiplier": Key(_number, DATASET_LEVELS, "LoRA strength used while training on this dataset"),
-    "validation_seed": Key(_int, DATASET_LEVELS, "seed that picks the validation images"),
-    "validation_split": Key(_rate, DATASET_LEVELS, "fraction of images kept for validation"),
+    "batch_size": _k(_int, DS, "Images trained together in one step.", "train_batch_size", "int"),
+    "resolution": _k(
+        parse_resolution, DS,
+        "Training resolution: 512, or W,H. With buckets it is the maximum image area. "
+        "Empty = the model's own (512 SD1, 768 SD2-768, 1024 SDXL).",
+        "resolution",
+    ),
+    "enable_bucket": _k(
+        _bool, DS, "Group images by aspect ratio instead of cropping all to a square.", "enable_bucket", "bool"
+    ),
+    "min_bucket_reso": _k(_int, DS, "Smallest bucket side in pixels.", "min_bucket_reso", "int"),
+    "max_bucket_reso": _k(_int, DS, "Largest bucket side in pixels.", "max_bucket_reso", "int"),
+    "bucket_reso_steps": _k(
+        _int, DS, "Bucket sides are multiples of this (64 is safe for all models).", "bucket_reso_steps", "int"
+    ),
+    "bucket_no_upscale": _k(
+        _bool, DS, "Never enlarge small images to fill a bucket.", "bucket_no_upscale", "bool"
+    ),
+    "network_multiplier": _k(_number, DS, "LoRA strength used while training on this dataset."),
+    "validation_seed": _k(
+        _int, DS, "Seed that picks the validation images and their noise.", "validation_seed", "int"
+    ),
+    "validation_split": _k(
+        _rate, DS, "Fraction of images held out to measure validation loss (e.g. 0.1).", "validation_split",
+        "float",
+    ),
     # keys of one subset only
-    "image_dir": Key(_path, SUBSET_ONLY, "folder of images"),
-    "is_reg": Key(_bool, SUBSET_ONLY, "the images are regularization images"),
-    "alpha_mask": Key(_bool, SUBSET_ONLY, "use transparency as a loss mask"),
-    "metadata_file": Key(_path, SUBSET_ONLY, "fine-tuning metadata JSON with the captions"),
-    "conditioning_data_dir": Key(_path, SUBSET_ONLY, "ControlNet conditioning images (not used for LoRA)"),
-}
+    "image_dir": _k(_path, SUB, "Folder of images."),
+    "is_reg": _k(_bool, SUB, "The images are regularization images."),
+    "alpha_mask": _k(
+        _bool, SUB, "Use the image's transparency as a loss mask (train only the visible part).", "alpha_mask",
+        "bool",
+    ),
+    "metadata_file": _k(_path, SUB, "Fine-tuning metadata JSON with the captions."),
+    "conditioning_data_dir": _k(_path, SUB, "ControlNet conditioning images (not used for LoRA)."),
+}  # fmt: skip
 TOP_LEVEL = ("general", "datasets")
+
+# training option name -> dataset key (train_batch_size -> batch_size, the rest by the same name)
+OPTION_KEYS = {k.option: name for name, k in KEYS.items() if k.option}
+
+
+def options_for_dataset(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Training options (by option name, as a config or command line gives them) as dataset
+    keys: the defaults of every dataset, below what a dataset file sets itself."""
+    return {OPTION_KEYS[name]: value for name, value in values.items() if name in OPTION_KEYS}

@@ -1,8 +1,8 @@
 """Evaluation: images from a base model plus LoRA files, and X/Y/Z grids to pick the best epoch
 and weight. Modules: `samplers` (A1111 names -> diffusers schedulers), `prompts` (sd-scripts
 prompt files, `<lora:...>` tags), `pngmeta` (A1111 "parameters" chunk), `generate` (one pipeline
-per model), `grid` (axes, cells), `drawing` (the labelled PNG), `run_record` (run.json),
-`networks_adapter` (the only use of `lorakit.networks`)."""
+per model), `grid` (axes, cells; `lorakit grid --run` reads the run through `lorakit.runs`), `drawing`
+(the labelled PNG), `networks_adapter` (the only use of `lorakit.networks`)."""
 
 from .generate import (
     GeneratedImage,
@@ -15,7 +15,6 @@ from .generate import (
 from .grid import Axis, GridResult, make_axis, parse_axis, run_axes, run_grid
 from .pngmeta import GenerationParameters, format_parameters, parse_parameters, read_parameters
 from .prompts import LoraRef, PromptSpec, extract_lora_tags, load_prompts, parse_prompt_line
-from .run_record import RunRecord, load_run, loss_table
 from .samplers import SAMPLERS, Sampler, find_sampler, make_scheduler
 
 __all__ = [
@@ -28,14 +27,11 @@ __all__ = [
     "GridResult",
     "LoraRef",
     "PromptSpec",
-    "RunRecord",
     "Sampler",
     "extract_lora_tags",
     "find_sampler",
     "format_parameters",
     "load_prompts",
-    "load_run",
-    "loss_table",
     "make_axis",
     "make_scheduler",
     "open_generator",

@@ -27,12 +27,12 @@ from pathlib import Path
 from PIL import Image
 
 from ..errors import LorakitError
+from ..runs import RunRecord, epoch_of, sort_by_epoch
 from ..utils.files import atomic_path
 from .drawing import GridLayout, draw_grid
 from .generate import GeneratedImage, GenerationSettings, Generator, random_seed
 from .pngmeta import png_info
 from .prompts import NETWORK_SUFFIXES, LoraRef
-from .run_record import RunRecord, epoch_of, sort_by_epoch
 from .samplers import find_sampler
 
 log = logging.getLogger(__name__)
@@ -402,7 +402,7 @@ def run_axes(record: RunRecord, weights=DEFAULT_RUN_WEIGHTS) -> tuple[Axis, Axis
         if e.validation_loss is None:
             suffixes.append("")
         else:
-            suffixes.append(f"val {e.validation_loss:.4f}" + (" (lowest)" if e is best else ""))
+            suffixes.append(f"val {e.validation_loss:.4f}" + (" (lowest)" if e == best else ""))
     return weight_axis, epochs, suffixes
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..networks import NetworkSpec, load_network, merge_networks
+from ..networks.blocks import lbw_weights
 from .prompts import LoraRef
 
 
@@ -51,8 +52,6 @@ class NetworkSwitcher:
 
     def check(self, lora: LoraRef) -> None:
         """Read `lora` now, so a bad file or block vector fails before any image is made."""
-        from ..networks.blocks import lbw_weights
-
         self._file(lora.path)
         if lora.blocks is not None:
             lbw_weights(lora.blocks, self.model.family)

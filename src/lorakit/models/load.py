@@ -75,7 +75,7 @@ def load_model(
         model.prediction_type = "v_prediction" if v_parameterization else "epsilon"
         model.prediction_source = "option"
         if not path.is_dir():
-            model.resolution = _resolution(model.metadata, model.family, model.prediction_type)
+            model.resolution = native_resolution(model.metadata, model.family, model.prediction_type)
     return model
 
 
@@ -121,7 +121,7 @@ def _load_single_file(path: Path, dtype: torch.dtype | None, weights: bool = Tru
 
     skipped = [k for k in file if k.startswith("model_ema.")]
     extras = {k: file[k] for k in file if k not in used and not k.startswith("model_ema.")} if weights else {}
-    prediction, told = _prediction_type(file, path)
+    prediction, told = prediction_type_of(file, path)
     model = StableDiffusionModel(
         family=family,
         unet=unet,
@@ -130,7 +130,7 @@ def _load_single_file(path: Path, dtype: torch.dtype | None, weights: bool = Tru
         tokenizers=[clip_tokenizer(open_clip) for open_clip in family.open_clip] if weights else [],
         prediction_type=prediction,
         prediction_source="file" if told else "default",
-        resolution=_resolution(file.metadata, family, prediction),
+        resolution=native_resolution(file.metadata, family, prediction),
         source=source,
         extras=extras,
         skipped=skipped,
@@ -197,7 +197,7 @@ def _common_dtype(state: Mapping[str, torch.Tensor]) -> torch.dtype:
     return counts.most_common(1)[0][0] if counts else torch.float32
 
 
-def _prediction_type(file: TensorFile, path: Path) -> tuple[str, bool]:
+def prediction_type_of(file: TensorFile, path: Path) -> tuple[str, bool]:
     """v-prediction if the file says so: modelspec metadata, a `v_pred` key, or an A1111-style
     `.yaml` beside it with `parameterization: "v"`. Otherwise epsilon."""
     meta = file.metadata
@@ -216,7 +216,7 @@ def _prediction_type(file: TensorFile, path: Path) -> tuple[str, bool]:
     return "epsilon", False
 
 
-def _resolution(meta: Mapping[str, str], family: Family, prediction: str) -> int:
+def native_resolution(meta: Mapping[str, str], family: Family, prediction: str) -> int:
     found = re.fullmatch(r"(\d+)x(\d+)", meta.get("modelspec.resolution", ""))
     if found:
         return int(found[1])

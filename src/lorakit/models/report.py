@@ -11,7 +11,7 @@ from typing import Any
 from ..utils.files import a1111_hashes
 from .checkpoint_file import TensorFile
 from .families import SD2, check_unet_input, detect
-from .load import _prediction_type, _resolution, load_model
+from .load import load_model, native_resolution, prediction_type_of
 
 _DTYPE_LABELS = {"F32": "fp32", "F16": "fp16", "BF16": "bf16", "F64": "fp64", "I64": "int64"}
 
@@ -20,10 +20,6 @@ def checkpoint_report(path: Path, v_parameterization: bool | None = None) -> dic
     if path.is_dir():
         return _folder_report(path, v_parameterization)
     file = TensorFile(path)
-    if _is_network_file(file):
-        from ..networks.report import network_report  # noqa: PLC0415  (optional until networks land)
-
-        return network_report(path)
     family = detect(file.keys(), str(path))
     check_unet_input(file.shape(family.unet_prefix + "input_blocks.0.0.weight")[1], str(path))
 
@@ -55,7 +51,7 @@ def checkpoint_report(path: Path, v_parameterization: bool | None = None) -> dic
             math.prod(file.shape(k)) for k in file if k.startswith(prefix) and not k.startswith(unused)
         )
 
-    prediction, told = _prediction_type(file, path)
+    prediction, told = prediction_type_of(file, path)
     source = "file"
     if v_parameterization is not None:
         prediction, source = ("v_prediction" if v_parameterization else "epsilon"), "option"
@@ -67,18 +63,12 @@ def checkpoint_report(path: Path, v_parameterization: bool | None = None) -> dic
         "family": family.label,
         "prediction_type": prediction,
         "prediction_source": source,
-        "resolution": _resolution(file.metadata, family, prediction),
+        "resolution": native_resolution(file.metadata, family, prediction),
         "precision": dtypes.most_common(1)[0][0] if dtypes else "none",
         "parameters": counts,
         "ema_tensors_skipped": ema,
         **a1111_hashes(path),
     }
-
-
-def _is_network_file(file: TensorFile) -> bool:
-    from ..networks.reading import is_network_file_keys  # noqa: PLC0415
-
-    return is_network_file_keys(list(file)[:200])
 
 
 def _folder_report(path: Path, v_parameterization: bool | None) -> dict[str, Any]:
@@ -100,10 +90,6 @@ def _millions(n: int) -> str:
 
 
 def format_report(report: dict[str, Any]) -> str:
-    if report["kind"] not in ("checkpoint", "diffusers folder"):
-        from ..networks.report import format_network_report  # noqa: PLC0415
-
-        return format_network_report(report)
     prediction = report["prediction_type"]
     how = {
         "file": "stated by the file",

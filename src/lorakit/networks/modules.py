@@ -78,6 +78,11 @@ class NetworkModule(nn.Module):
         """ΔW·scale in the layer's weight shape (no multiplier, no DoRA)."""
         raise NotImplementedError
 
+    def norm_factor(self) -> nn.Parameter:
+        """The factor whose scaling scales ΔW by the same ratio (ΔW is linear in it): what
+        sd-scripts' scale_weight_norms shrinks."""
+        raise NotImplementedError
+
     def merged_delta(self, weight: torch.Tensor | None = None) -> torch.Tensor:
         """What merging at multiplier 1 adds to the base weight, DoRA included."""
         delta = self.delta()
@@ -151,6 +156,9 @@ class LoRAModule(NetworkModule):
         if self.tucker:
             nn.init.kaiming_uniform_(self.lora_mid.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_up.weight)
+
+    def norm_factor(self) -> nn.Parameter:
+        return self.lora_up.weight
 
     def delta(self) -> torch.Tensor:
         mid = self.lora_mid.weight if self.tucker else None
@@ -226,6 +234,9 @@ class LoHaModule(NetworkModule):
         nn.init.zeros_(self.hada_w2_a)
         nn.init.normal_(self.hada_w2_b, std=1.0)
 
+    def norm_factor(self) -> nn.Parameter:
+        return self.hada_w1_a
+
     def delta(self) -> torch.Tensor:
         t1 = self.hada_t1 if self.tucker else None
         t2 = self.hada_t2 if self.tucker else None
@@ -289,6 +300,9 @@ class LoKrModule(NetworkModule):
     @property
     def scale(self) -> float:
         return 1.0 if (self.w1_full and self.w2_full) else super().scale
+
+    def norm_factor(self) -> nn.Parameter:
+        return self.lokr_w1 if self.w1_full else self.lokr_w1_a
 
     def delta(self) -> torch.Tensor:
         d = fn.lokr_delta(

@@ -20,6 +20,7 @@ from .file import save_network_file
 from .modules import MODULE_CLASSES, PLUS_PARAMS, NetworkModule
 from .naming import Layer, LayerIndex
 from .options import CLIENT_SUPPORT, NetworkOptions, network_options
+from .reading import load_network
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,19 @@ class LoRANetwork(nn.Module):
             groups.append({"params": params, "lr": lr, "name": key + ("_plus" if plus else "")})
         return groups
 
+    @torch.no_grad()
+    def max_norm_(self, max_norm: float) -> tuple[int, float]:
+        """sd-scripts' scale_weight_norms: shrink each module whose ΔW norm exceeds `max_norm`
+        back to it. Returns (modules scaled, largest norm seen)."""
+        scaled, largest = 0, 0.0
+        for _, module in self.named_network_modules():
+            norm = module.delta().norm().item()
+            largest = max(largest, norm)
+            if norm > max_norm:
+                module.norm_factor().mul_(max_norm / norm)
+                scaled += 1
+        return scaled, largest
+
     # ---- weights and file ---------------------------------------------------------------------
 
     def weights(self) -> dict[str, torch.Tensor]:
@@ -218,8 +232,6 @@ class LoRANetwork(nn.Module):
         Any format lorakit reads is accepted (kohya, diffusers, PEFT), converted to this network's
         names. Shapes must match (same dims and algorithm); returns the keys left unfilled.
         """
-        from .reading import load_network  # noqa: PLC0415
-
         if isinstance(source, Mapping):
             tensors = dict(source)
         else:
@@ -312,8 +324,6 @@ def create_network(
 def create_network_from_weights(model, path: str | Path, multiplier: float = 1.0) -> LoRANetwork:
     """A network shaped like an existing file (its layers, dims, alphas, algorithm) with the file's
     weights loaded: sd-scripts' `--network_weights` with `--dim_from_weights`."""
-    from .reading import load_network  # noqa: PLC0415
-
     network_file = load_network(path, model=model)
     algos = network_file.algorithms
     if len(algos) != 1:

@@ -7,12 +7,12 @@ in `conv_dim` would otherwise train a plain LoRA without a word.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..models.families import Family
+from ..utils.keyvalue import parse_key_values
 from .blocks import block_lr_weights, block_vector
 from .errors import NetworkError
 
@@ -69,20 +69,7 @@ def _number(value: Any, name: str, cast=float):
 
 def parse_network_args(args: Iterable[str] | Mapping[str, Any] | None) -> dict[str, str]:
     """`["conv_dim=4", "algo=loha"]` (the command line form) or a dict, as strings."""
-    if args is None:
-        return {}
-    if isinstance(args, Mapping):
-        return {
-            str(k): v if isinstance(v, str) else json.dumps(v) if isinstance(v, list) else str(v)
-            for k, v in args.items()
-        }
-    out = {}
-    for item in args:
-        if "=" not in item:
-            raise NetworkError(f"network_args item {item!r} is not key=value (e.g. conv_dim=4).")
-        key, value = item.split("=", 1)
-        out[key.strip()] = value.strip()
-    return out
+    return parse_key_values(args, "network_args", NetworkError)
 
 
 @dataclass

@@ -123,8 +123,8 @@ def write_demo(root: str | Path) -> DemoDataset:
     _write_pictures(reg, reg_pictures())
     prompts = root / "sample_prompts.txt"
     prompts.write_text(SAMPLE_PROMPTS, encoding="utf-8")
-    config = root / "dataset.toml"
-    config.write_text(
+    config_file = root / "dataset.toml"
+    config_file.write_text(
         DATASET_TOML.format(
             train=folder.resolve().as_posix(),
             reg=reg.resolve().as_posix(),
@@ -134,4 +134,4 @@ def write_demo(root: str | Path) -> DemoDataset:
         ),
         encoding="utf-8",
     )
-    return DemoDataset(root, root / "train", root / "reg", images, prompts, config)
+    return DemoDataset(root, root / "train", root / "reg", images, prompts, config_file)

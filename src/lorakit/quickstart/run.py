@@ -18,9 +18,19 @@ from pathlib import Path
 
 import torch
 
+from ..data.check import check_dataset, format_plan, format_problems
 from ..errors import LorakitError
-from ..training.config import toml_value
+from ..evaluation.generate import GenerationSettings, Generator, settings_for_prompt
+from ..evaluation.grid import run_axes, run_grid
+from ..evaluation.prompts import load_prompts
+from ..models.load import load_model
+from ..runs import load_run
+from ..training.config import load_config, toml_value
+from ..training.recipe import train
+from ..training.setup import dataset_options
 from . import demo, shapes
+from .sample import generate
+from .score import share_showing
 
 MODEL_FILE = "lorakit-tiny.safetensors"
 TEMPLATE = "example.toml"
@@ -86,9 +96,6 @@ def fill_template(text: str, values: dict) -> str:
 def concept_share(model, prompts: list[str], lora: Path | None, weight: float, seeds: int = 16) -> float:
     """The share of `seeds` pictures (one per seed, prompts taken in turn) the score reads as
     the demo concept."""
-    from .sample import generate
-    from .score import share_showing
-
     loras = [(lora, weight)] if lora is not None and weight != 0 else []
     batch = [prompts[i % len(prompts)] for i in range(seeds)]
     return share_showing(generate(model, batch, list(range(seeds)), loras=loras), demo.CONCEPT)
@@ -172,16 +179,6 @@ def run_quickstart(
 
     Each step is the library function the matching command uses: `lorakit dataset check`,
     `lorakit train` (which draws the previews), `lorakit grid --run`."""
-    from ..data.check import check_dataset, format_plan, format_problems
-    from ..evaluation.generate import GenerationSettings, Generator, settings_for_prompt
-    from ..evaluation.grid import run_axes, run_grid
-    from ..evaluation.prompts import load_prompts
-    from ..evaluation.run_record import load_run
-    from ..models.load import load_model
-    from ..training.config import load_config
-    from ..training.recipe import train
-    from ..training.setup import dataset_options
-
     began = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from PIL import Image
 
 from ..models.conditioning import encode, tokenize
 from ..models.model import StableDiffusionModel
+from ..networks import applied
 
 STEPS = 12
 CFG = 5.0
@@ -49,8 +50,6 @@ def generate(
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")
     if loras:
-        from ..networks import applied
-
         context = applied(model, [(str(path), weight) for path, weight in loras])
     else:
         context = nullcontext()

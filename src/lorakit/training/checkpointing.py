@@ -1,4 +1,4 @@
-"""Saved LoRA files and training states: names, pruning, and resume.
+"""Training states: what a resumed run needs, written and read back.
 
 A state folder holds everything a resumed run needs to continue as if it had never stopped: the
 network weights, optimizer and scheduler state, every random generator, the loss history and the
@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import random
-import re
-import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,43 +19,19 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import LorakitError
+from ..runs import RunFolder
 from ..utils.files import atomic_path
 
 
-def epoch_file(output_dir: Path, name: str, epoch: int, ext: str = "safetensors") -> Path:
-    return output_dir / f"{name}-{epoch:06d}.{ext}"
+@dataclass
+class Position:
+    """Where a run stands: the epoch in progress, optimizer steps done, batches of the epoch
+    done (this process's), and the loss of every step so far."""
 
-
-def step_file(output_dir: Path, name: str, step: int, ext: str = "safetensors") -> Path:
-    return output_dir / f"{name}-step{step:08d}.{ext}"
-
-
-def final_file(output_dir: Path, name: str, ext: str = "safetensors") -> Path:
-    return output_dir / f"{name}.{ext}"
-
-
-def epoch_state_dir(output_dir: Path, name: str, epoch: int) -> Path:
-    return output_dir / f"{name}-{epoch:06d}-state"
-
-
-def step_state_dir(output_dir: Path, name: str, step: int) -> Path:
-    return output_dir / f"{name}-step{step:08d}-state"
-
-
-def final_state_dir(output_dir: Path, name: str) -> Path:
-    return output_dir / f"{name}-state"
-
-
-def prune(output_dir: Path, pattern: str, keep: int | None) -> list[Path]:
-    """Delete all but the newest `keep` matches of `pattern` (numbered names sort by number)."""
-    if not keep:
-        return []
-    rx = re.compile(pattern)
-    found = sorted((p for p in output_dir.iterdir() if rx.fullmatch(p.name)), key=lambda p: p.name)
-    removed = found[: max(0, len(found) - keep)]
-    for path in removed:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    return removed
+    epoch: int = 1
+    step: int = 0
+    done: int = 0
+    losses: list[tuple[int, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -111,22 +85,15 @@ def save_state(
     return folder
 
 
-def find_latest_state(output_dir: Path, name: str) -> Path | None:
-    """The state folder with the most steps done, for `resume = "auto"`."""
+def latest_state(folder: RunFolder) -> Path | None:
+    """This run's state folder with the most steps done, for `resume = "auto"`."""
     best, best_step = None, -1
-    if not output_dir.is_dir():
-        return None
-    for folder in output_dir.iterdir():
-        info = folder / "train_state.json"
-        if (
-            folder.is_dir()
-            and folder.name.startswith(name)
-            and folder.name.endswith("-state")
-            and info.exists()
-        ):
+    for state in folder.states():
+        info = state / "train_state.json"
+        if info.exists():
             step = json.loads(info.read_text()).get("current_step", -1)
             if step > best_step:
-                best, best_step = folder, step
+                best, best_step = state, step
     return best
 
 

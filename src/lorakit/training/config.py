@@ -10,13 +10,15 @@ dataset format.
 from __future__ import annotations
 
 import difflib
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .options import BY_NAME, IGNORED, OPTIONS, SECTIONS, parse_value
+from ..utils.keyvalue import parse_key_values, parse_literal
+from .options import BY_NAME, IGNORED, OPTIONS, SECTIONS, check_value
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,7 +41,7 @@ class TrainConfig:
             raise AttributeError(name) from None
 
     def set(self, name: str, value: Any, origin: str) -> None:
-        self.values[name] = parse_value(BY_NAME[name], value, origin)
+        self.values[name] = check_value(BY_NAME[name], value, origin)
         self.origin[name] = origin
 
     def changed(self) -> dict[str, Any]:
@@ -106,7 +108,6 @@ def _apply(config: TrainConfig, key: str, value: Any, where: str) -> None:
 
 # Options lorakit reads but does not act on when set; the run says so instead of staying silent.
 NOT_SUPPORTED_WHEN_SET = {
-    "cache_text_encoder_outputs_to_disk": "encoded captions are kept in memory during the run; nothing is written to disk",
     "masked_loss": "conditioning-image masks are not supported; alpha_mask (the image's transparency) is",
     "log_prefix": "TensorBoard logs go to logging_dir (or output_dir/logs)",
     "log_tracker_name": "TensorBoard logs go to logging_dir (or output_dir/logs)",
@@ -137,36 +138,17 @@ def _normalise(config: TrainConfig) -> None:
         raise ConfigError(f"loss_type must be l2, l1, huber or smooth_l1, got '{config.loss_type}'.")
     if config.max_token_length not in (None, 75, 150, 225):
         raise ConfigError(f"max_token_length must be 75, 150 or 225, got {config.max_token_length}.")
+    for name in ("network_args", "optimizer_args", "lr_scheduler_args"):
+        parse_key_values(config.values[name], name)  # a malformed item fails now, not after loading
 
 
 def network_args(config: TrainConfig) -> dict[str, str]:
     """`network_args = ["conv_dim=4", "algo=loha"]` as a dict, checked for the key=value form."""
-    return parse_pairs(config.network_args, "network_args")
+    return parse_key_values(config.network_args, "network_args")
 
 
 def optimizer_args(config: TrainConfig) -> dict[str, Any]:
-    return {k: parse_literal(v) for k, v in parse_pairs(config.optimizer_args, "optimizer_args").items()}
-
-
-def parse_pairs(items: list[str], name: str) -> dict[str, str]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"{name}: '{item}' must be written key=value (for example conv_dim=4).")
-        key, value = item.split("=", 1)
-        out[key.strip()] = value.strip()
-    return out
-
-
-def parse_literal(text: str) -> Any:
-    """'0.01' -> 0.01, 'True' -> True, '0.9,0.99' -> (0.9, 0.99), other text stays text."""
-    import ast
-
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-    return tuple(value) if isinstance(value, list) else value
+    return {k: parse_literal(v) for k, v in parse_key_values(config.optimizer_args, "optimizer_args").items()}
 
 
 def to_toml(config: TrainConfig, only_changed: bool = False) -> str:
@@ -186,7 +168,6 @@ def to_toml(config: TrainConfig, only_changed: bool = False) -> str:
 
 def toml_value(value: Any) -> str:
     """One value as TOML writes it (also used to fill in the quickstart template)."""
-    import json
 
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .options import ConfigOptions
+
 
 @dataclass(frozen=True)
-class LossOptions:
+class LossOptions(ConfigOptions):
     loss_type: str = "l2"
     huber_schedule: str = "snr"
     huber_c: float = 0.1
@@ -20,10 +22,6 @@ class LossOptions:
     debiased_estimation_loss: bool = False
     scale_v_pred_loss_like_noise_pred: bool = False
     v_pred_like_loss: float | None = None
-
-    @classmethod
-    def from_config(cls, config) -> LossOptions:
-        return cls(**{name: getattr(config, name) for name in cls.__dataclass_fields__})
 
 
 def snr(scheduler, timesteps: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..utils.files import atomic_path
 from .config import TrainConfig
 from .recipe import train
 
@@ -71,12 +72,10 @@ def find_lr(
 def _plot(steps, values, path: Path) -> Path | None:
     if not values:
         return None
-    import matplotlib
+    import matplotlib  # only when a plot is drawn: importing it costs every start a second
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..utils.files import atomic_path
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     ax.plot(steps, values, color="#1f5fa8")

@@ -12,9 +12,11 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
+from .options import ConfigOptions
+
 
 @dataclass(frozen=True)
-class NoiseOptions:
+class NoiseOptions(ConfigOptions):
     noise_offset: float | None = None
     noise_offset_random_strength: bool = False
     adaptive_noise_scale: float | None = None
@@ -24,10 +26,6 @@ class NoiseOptions:
     ip_noise_gamma_random_strength: bool = False
     min_timestep: int | None = None
     max_timestep: int | None = None
-
-    @classmethod
-    def from_config(cls, config) -> NoiseOptions:
-        return cls(**{name: getattr(config, name) for name in cls.__dataclass_fields__})
 
 
 def _randn(shape, like: torch.Tensor, generator) -> torch.Tensor:
@@ -99,9 +97,9 @@ def noisy_latents(
 def training_scheduler(model, zero_terminal_snr: bool = False) -> DDPMScheduler:
     """The DDPM scaled-linear schedule of the model (epsilon or v), optionally rescaled so the last
     step has zero SNR (pure noise), as the 'flawed schedules' paper and sd-scripts do it."""
-    config = model.family.config("scheduler")
-    config.update(prediction_type=model.prediction_type, rescale_betas_zero_snr=zero_terminal_snr)
-    return DDPMScheduler.from_config(config)
+    settings = model.family.config("scheduler")
+    settings.update(prediction_type=model.prediction_type, rescale_betas_zero_snr=zero_terminal_snr)
+    return DDPMScheduler.from_config(settings)
 
 
 def target(scheduler: DDPMScheduler, latents, noise, timesteps) -> torch.Tensor:

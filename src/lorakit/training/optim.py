@@ -14,9 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from diffusers.optimization import get_scheduler
+from transformers.optimization import AdafactorSchedule
 
 from ..errors import ConfigError
-from .config import parse_literal, parse_pairs, suggest
+from ..utils.keyvalue import parse_key_values, parse_literal
+from .config import suggest
+from .options import ConfigOptions
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,15 @@ def is_adaptive(name: str) -> bool:
 
 def is_schedule_free(name: str) -> bool:
     return name.lower().endswith("schedulefree")
+
+
+@dataclass(frozen=True)
+class UpdateOptions(ConfigOptions):
+    """How gradients become an optimizer step."""
+
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float | None = 1.0
+    scale_weight_norms: float | None = None
 
 
 @dataclass
@@ -179,21 +192,30 @@ def steps_of(value: int | float, total: int) -> int:
     return int(value or 0)
 
 
-def create_scheduler(setup: OptimizerSetup, config, total_steps: int):
-    from diffusers.optimization import get_scheduler
+@dataclass(frozen=True)
+class SchedulerOptions(ConfigOptions):
+    lr_scheduler: str = "constant"
+    learning_rate: float = 1e-4
+    lr_warmup_steps: int | float = 0
+    lr_decay_steps: int | float = 0
+    lr_scheduler_num_cycles: int = 1
+    lr_scheduler_power: float = 1.0
+    lr_scheduler_min_lr_ratio: float | None = None
+    lr_scheduler_type: str | None = None
+    lr_scheduler_args: tuple[str, ...] | list[str] = ()
 
+
+def create_scheduler(setup: OptimizerSetup, config: SchedulerOptions, total_steps: int):
+    """The learning-rate schedule by its sd-scripts name. `config`: a SchedulerOptions, or
+    anything with those attributes (a TrainConfig)."""
     name = config.lr_scheduler
     if setup.relative_step:
-        from transformers.optimization import AdafactorSchedule
-
         return AdafactorSchedule(setup.optimizer, initial_lr=config.learning_rate)
     if config.lr_scheduler_type:
         module_name, _, class_name = config.lr_scheduler_type.rpartition(".")
         cls = _import(module_name, class_name, config.lr_scheduler_type)
-        args = {
-            k: parse_literal(v) for k, v in parse_pairs(config.lr_scheduler_args, "lr_scheduler_args").items()
-        }
-        return cls(setup.optimizer, **args)
+        pairs = parse_key_values(config.lr_scheduler_args, "lr_scheduler_args")
+        return cls(setup.optimizer, **{k: parse_literal(v) for k, v in pairs.items()})
     if name not in SCHEDULES:
         raise ConfigError(
             f"unknown lr_scheduler '{name}'.{suggest(name, SCHEDULES)} Known: {', '.join(SCHEDULES)}."

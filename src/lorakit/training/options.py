@@ -9,8 +9,13 @@ a user's existing sd-scripts or lora-scripts config runs unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import Any
+
+from ..data.config import key_default
+from ..data.schema import KEYS
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -20,10 +25,21 @@ class Option:
     kind: str  # "str" | "int" | "float" | "bool" | "list" (of str) | "number" (int, or float < 1 = ratio) | "floats"
     section: str
     help: str
+    dataset_key: str | None = None  # the dataset config key this option sets for every dataset
+    check: Callable[[Any], Any] | None = None  # raises ValueError(reason) for a value out of range
 
 
 def _o(name, default, kind, section, help):
     return Option(name, default, kind, section, help)
+
+
+def _dataset_rows() -> list[Option]:
+    """The dataset options, from the dataset schema that owns them (names, help, checks)."""
+    return [
+        Option(k.option, key_default(name), k.kind, "dataset", k.help, dataset_key=name, check=k.parse)
+        for name, k in KEYS.items()
+        if k.option
+    ]
 
 
 M, D, N, OPT, T, S, V, L = (
@@ -95,109 +111,8 @@ OPTIONS: list[Option] = [
     ),
     _o("in_json", None, "str", D, "Fine-tuning metadata JSON (captions per image) for train_data_dir."),
     _o("dataset_repeats", 1, "int", D, "Repeats for images listed in in_json."),
-    _o(
-        "caption_extension",
-        ".caption",
-        "str",
-        D,
-        "File extension of caption files (sd-scripts default .caption; many datasets use .txt).",
-    ),
-    _o("caption_separator", ",", "str", D, "Character between tags in captions."),
-    _o("shuffle_caption", False, "bool", D, "Shuffle the tags of each caption every time it is used."),
-    _o(
-        "keep_tokens",
-        0,
-        "int",
-        D,
-        "Keep the first N tags in place when shuffling (put the trigger word first).",
-    ),
-    _o(
-        "keep_tokens_separator",
-        None,
-        "str",
-        D,
-        "Text before this separator (e.g. |||) is kept in place and never shuffled or dropped.",
-    ),
-    _o(
-        "secondary_separator",
-        None,
-        "str",
-        D,
-        "Tags joined by this separator (e.g. ;;;) are treated as one tag.",
-    ),
-    _o(
-        "enable_wildcard",
-        False,
-        "bool",
-        D,
-        "Expand {a|b} in captions to one of the choices, and use a random line of multi-line caption files.",
-    ),
-    _o("caption_prefix", None, "str", D, "Text added before every caption."),
-    _o("caption_suffix", None, "str", D, "Text added after every caption."),
-    _o(
-        "caption_dropout_rate",
-        0.0,
-        "float",
-        D,
-        "Chance that a caption is replaced by an empty one (teaches the model without text).",
-    ),
-    _o("caption_dropout_every_n_epochs", 0, "int", D, "Drop all captions every N epochs."),
-    _o("caption_tag_dropout_rate", 0.0, "float", D, "Chance that each tag is left out."),
-    _o("token_warmup_min", 1, "int", D, "Tags used at the start of token warm-up."),
-    _o(
-        "token_warmup_step",
-        0,
-        "number",
-        D,
-        "Steps (or a ratio of all steps) over which the number of tags grows to all.",
-    ),
-    _o("color_aug", False, "bool", D, "Randomly shift hue a little (cannot be used with cached latents)."),
-    _o(
-        "flip_aug", False, "bool", D, "Randomly mirror images left-right. Do not use for asymmetric subjects."
-    ),
-    _o(
-        "face_crop_aug_range",
-        None,
-        "floats",
-        D,
-        "Crop around the face at a random scale in this range, e.g. [2.0, 4.0].",
-    ),
-    _o(
-        "random_crop",
-        False,
-        "bool",
-        D,
-        "Crop at a random place instead of the centre (cannot be used with cached latents).",
-    ),
-    _o(
-        "resolution",
-        "512",
-        "str",
-        D,
-        "Training resolution: 512, or W,H. With buckets it is the maximum image area.",
-    ),
-    _o(
-        "resize_interpolation",
-        None,
-        "str",
-        D,
-        "How images are resized: lanczos, nearest, bilinear, bicubic or area.",
-    ),
-    _o(
-        "alpha_mask",
-        False,
-        "bool",
-        D,
-        "Use the image's transparency as a loss mask (train only the visible part).",
-    ),
+    *_dataset_rows(),
     _o("masked_loss", False, "bool", D, "Use conditioning masks as loss masks (sd-scripts name)."),
-    _o(
-        "enable_bucket", False, "bool", D, "Group images by aspect ratio instead of cropping all to a square."
-    ),
-    _o("min_bucket_reso", 256, "int", D, "Smallest bucket side in pixels."),
-    _o("max_bucket_reso", 1024, "int", D, "Largest bucket side in pixels."),
-    _o("bucket_reso_steps", 64, "int", D, "Bucket sides are multiples of this (64 is safe for all models)."),
-    _o("bucket_no_upscale", False, "bool", D, "Never enlarge small images to fill a bucket."),
     _o("prior_loss_weight", 1.0, "float", D, "Loss weight of regularization images."),
     _o(
         "cache_latents",
@@ -224,15 +139,6 @@ OPTIONS: list[Option] = [
         "Worker processes that load images. 0 loads in the main process.",
     ),
     _o("persistent_data_loader_workers", False, "bool", D, "Keep loader workers alive between epochs."),
-    _o("train_batch_size", 1, "int", D, "Images trained together in one step."),
-    _o(
-        "validation_split",
-        0.0,
-        "float",
-        D,
-        "Fraction of images held out to measure validation loss (e.g. 0.1).",
-    ),
-    _o("validation_seed", None, "int", D, "Seed that picks the validation images and their noise."),
     _o("validate_every_n_steps", None, "int", D, "Measure validation loss every N steps."),
     _o("validate_every_n_epochs", 1, "int", D, "Measure validation loss every N epochs."),
     _o("max_validation_steps", None, "int", D, "Cap on validation batches per measurement."),
@@ -538,8 +444,6 @@ IGNORED = {
 
 def parse_value(option: Option, value: Any, where: str) -> Any:
     """Convert a TOML or command-line value to the option's type, or say what is wrong."""
-    from ..errors import ConfigError
-
     if value is None:
         return None
     kind = option.kind
@@ -578,6 +482,17 @@ def parse_value(option: Option, value: Any, where: str) -> Any:
         ) from None
 
 
+def check_value(option: Option, value: Any, where: str) -> Any:
+    """The value converted to the option's kind and checked against its rules."""
+    value = parse_value(option, value, where)
+    if option.check is not None and value is not None:
+        try:
+            option.check(value)
+        except ValueError as e:
+            raise ConfigError(f"{where}: '{option.name}' {e} (found {value!r}).") from None
+    return value
+
+
 _KIND_WORDS = {
     "bool": "true or false",
     "int": "a whole number",
@@ -587,3 +502,13 @@ _KIND_WORDS = {
     "list": "a list of strings",
     "str": "text",
 }
+
+
+class ConfigOptions:
+    """Base of the small frozen option objects the parts below the recipe take instead of the
+    whole config: each is a dataclass whose fields are named as options, read once by
+    `from_config`, so a misspelt field fails when the run starts, not when a line runs."""
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})  # type: ignore[arg-type]

@@ -8,20 +8,24 @@ and restored around them, so previews never change the training run.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from ..evaluation.drawing import enlargement
+from ..evaluation.generate import GenerationSettings, Generator, settings_for_prompt
+from ..evaluation.prompts import load_prompts
+from ..utils.files import atomic_path
+from .options import ConfigOptions
 from .watch import preview_problem
 
 PREVIEW_SEED = 1234  # prompts without --d use seed 1234 + their index, the same every epoch
 
 
 def load_preview_prompts(path: str | Path):
-    from ..evaluation.prompts import load_prompts
-
     return load_prompts(Path(path))
 
 
@@ -29,10 +33,6 @@ def make_previews(
     model, network, prompts, config, folder: Path, name: str, label: str
 ) -> tuple[list[Path], list[str]]:
     """Write one PNG per prompt and a strip of all of them; return (files, warnings)."""
-    from dataclasses import replace
-
-    from ..evaluation.generate import GenerationSettings, Generator, settings_for_prompt
-
     states = (torch.get_rng_state(), np.random.get_state(), random.getstate())
     was_training = network.training
     network.eval()
@@ -73,9 +73,6 @@ def make_previews(
 def _strip(images: list[Image.Image], path: Path) -> Path:
     """The previews side by side; pictures under MIN_CELL pixels (tiny models) enlarged pixel
     for pixel, as the grids draw them."""
-    from ..evaluation.drawing import enlargement
-    from ..utils.files import atomic_path
-
     scale = max(enlargement(*i.size) for i in images)
     images = [i.resize((i.width * scale, i.height * scale), Image.Resampling.NEAREST) for i in images]
     height = max(i.height for i in images)
@@ -87,3 +84,52 @@ def _strip(images: list[Image.Image], path: Path) -> Path:
     with atomic_path(path) as tmp:
         strip.save(tmp, format="PNG")
     return path
+
+
+@dataclass(frozen=True)
+class PreviewOptions(ConfigOptions):
+    sample_prompts: str | None = None
+    sample_every_n_steps: int | None = None
+    sample_every_n_epochs: int | None = None
+    sample_at_first: bool = False
+    sample_sampler: str | None = "ddim"
+    clip_skip: int | None = None
+
+
+class Previews:
+    """The run's previews on sd-scripts' schedule: before training (`sample_at_first`), every N
+    steps (unless every N epochs is set, which wins) and every N epochs, and always after the
+    last epoch when previews are on. Drawn on the main process; the others wait."""
+
+    def __init__(self, options: PreviewOptions, model, network, folder, runtime, tensorboard, log):
+        self.options, self.model, self.network, self.folder = options, model, network, folder
+        self.runtime, self.tensorboard, self.log = runtime, tensorboard, log
+        self.prompts = load_preview_prompts(options.sample_prompts) if options.sample_prompts else []
+        self.files: list[Path] = []
+
+    def draw(self, label: str, step: int) -> None:
+        if self.prompts and self.runtime.is_main_process:
+            files, warnings = make_previews(
+                self.model, self.network, self.prompts, self.options, self.folder.samples, self.folder.name, label
+            )
+            self.files.extend(files)
+            for warning in warnings:
+                self.log(warning)
+            self.tensorboard.image("samples", np.asarray(Image.open(files[-1]).convert("RGB")), step)
+        self.runtime.wait_for_everyone()
+
+    def at_start(self, step: int) -> None:
+        if self.options.sample_at_first and step == 0:
+            self.draw("e000000", 0)
+
+    def after_step(self, step: int) -> None:
+        o = self.options
+        if o.sample_every_n_steps and not o.sample_every_n_epochs and step % o.sample_every_n_steps == 0:
+            self.draw(f"{step:06d}", step)
+
+    def after_epoch(self, epoch: int, step: int, last: bool) -> None:
+        o = self.options
+        if not (o.sample_every_n_epochs or o.sample_every_n_steps):
+            return
+        if (o.sample_every_n_epochs and epoch % o.sample_every_n_epochs == 0) or last:
+            self.draw(f"e{epoch:06d}", step)

@@ -1,37 +1,59 @@
 """The LoRA training recipe: one readable loop, assembled from the parts in this package.
 
-    model -> datasets -> network -> optimizer -> plan -> (resume) -> epochs of steps -> files
+    setup:  model -> datasets -> network -> optimizer -> plan -> caches
+    resume: the newest state of this run, if asked
+    loop:   epochs of steps; previews, validation and saves on their schedules
+    finish: the loss plot and run.json
 
 Each optimizer step: encode captions, noise the latents, predict, weight the loss, backward;
 every N accumulated micro-batches, average gradients over processes, clip, step. The base model
-stays frozen in its weight dtype; only the network's parameters (fp32) train. Randomness comes
-from one generator (noise, timesteps) plus the dataset's (seed, epoch, batch) streams, and both
-are saved with a state, so a resumed run continues exactly like an uninterrupted one.
+stays frozen in its weight dtype; only the network's parameters train. Randomness comes from one
+generator (noise, timesteps) plus the dataset's (seed, epoch, batch) streams, and both are saved
+with a state, so a resumed run continues exactly like an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from ..data import format_plan, make_plan
 from ..errors import LorakitError
+from ..runs import RunFolder, RunRecord
 from . import checkpointing as ckpt
 from .config import TrainConfig, optimizer_args, to_toml
 from .loss import LossOptions
+from .metadata import new_session_id, training_metadata
 from .noise import NoiseOptions, training_scheduler
-from .optim import create_optimizer, create_scheduler, effective_lrs, is_schedule_free
+from .optim import (
+    UpdateOptions,
+    create_optimizer,
+    create_scheduler,
+    effective_lrs,
+    is_schedule_free,
+)
 from .plan import check_settings, estimate_memory_gb, format_steps, plan_steps
-from .previews import load_preview_prompts, make_previews
-from .setup import build_data, build_network, load_base, make_accelerator, merge_base_weights, weight_dtype
-from .step import TextCache, step_loss, validation_loss
-from .watch import CollapseGuard, RunRecord, Scalars, plot_losses
+from .previews import PreviewOptions, Previews
+from .saving import SaveOptions, Saver
+from .setup import (
+    Runtime,
+    build_data,
+    build_network,
+    cache_images,
+    caption_cache,
+    load_base,
+    merge_base_weights,
+    prepare_training,
+    weight_dtype,
+)
+from .step import StepContext, TextOptions, ValidationOptions, step_loss, validation_loss
+from .watch import CollapseGuard, Scalars, TrainingCollapsed, plot_losses
 
 
 @dataclass
@@ -50,7 +72,7 @@ class TrainResult:
     model: object | None = None
 
 
-class _Log:
+class Log:
     """Prints on the main process only (and through tqdm, so progress bars stay intact)."""
 
     def __init__(self, main: bool, quiet: bool = False):
@@ -62,161 +84,277 @@ class _Log:
                 tqdm.write(line)
 
 
-def _average_gradients(parameters, accelerator) -> None:
+def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bool = True) -> TrainResult:
+    """Run the recipe. `on_step(step, loss, effective_lrs)` is called after every optimizer step
+    (the learning-rate finder uses it); `save_files=False` writes no network files or states."""
+    runtime = Runtime.from_config(config)
+    log = Log(runtime.is_main_process, quiet)
+    seed = config.seed if config.seed is not None else 42
+    torch.manual_seed(seed)
+    folder = RunFolder(Path(config.output_dir), config.output_name)
+    announce_ignored(config, log)
+
+    # -- setup
+    model = load_base(config, runtime.device, log)
+    merge_base_weights(config, model, log)
+    group, validation = build_data(config, model, seed, log)
+    network = build_network(config, model, log).to(runtime.device)
+    train_text = prepare_training(config, model, network)
+    plan = plan_steps(
+        group.steps_per_epoch,
+        sum(len(items) for ds in group.datasets for items in ds.buckets.values()),
+        config.train_batch_size,
+        config.max_train_steps,
+        config.max_train_epochs,
+        config.gradient_accumulation_steps,
+        runtime.num_processes,
+    )
+    groups = network.param_groups(config.unet_lr, config.text_encoder_lr, config.learning_rate)
+    optim = create_optimizer(config.optimizer_type, groups, config.learning_rate, optimizer_args(config))
+    lr_scheduler = create_scheduler(optim, config, plan.total_steps)
+    plan.warnings = check_settings(config, plan, model.family.is_xl, group.num_train_images, optim.notes)
+    print_plan(config, log, model, group, network, plan, runtime)
+    cache_images(config, model, group, validation, log)
+    text_cache = caption_cache(config, model, group, train_text, log)
+
+    # -- resume
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    guard = CollapseGuard()
+    pos = resume(config, folder, network, optim.optimizer, lr_scheduler, generator, group, guard, log)
+    if optim.relative_step is False and is_schedule_free(optim.name):
+        optim.optimizer.train()
+
+    # -- what the loop writes
+    folder.root.mkdir(parents=True, exist_ok=True)
+    record = start_record(config, folder, model, group, plan)
+    if runtime.is_main_process:
+        folder.config_copy.write_text(to_toml(config))
+    tensorboard = Scalars(
+        Path(config.logging_dir or folder.logs)
+        if config.log_with == "tensorboard" and runtime.is_main_process
+        else None
+    )
+    previews = Previews(PreviewOptions.from_config(config), model, network, folder, runtime, tensorboard, log)
+    session, started = new_session_id(), time.time()
+    metadata = partial(
+        training_metadata, config, model, group, plan, session_id=session, started_at=started,
+        model_hash=None, vae_hash=None,
+    )  # fmt: skip
+    saver = Saver(
+        SaveOptions.from_config(config), folder, network, optim.optimizer, lr_scheduler, generator, guard,
+        group, record, runtime, lambda epoch, step: metadata(epoch=epoch, step=step),
+        plan.total_steps, plan.epochs, enabled=save_files,
+    )  # fmt: skip
+    ctx = StepContext(
+        model, training_scheduler(model, config.zero_terminal_snr), NoiseOptions.from_config(config),
+        LossOptions.from_config(config), TextOptions.from_config(config), generator, train_text, text_cache,
+    )  # fmt: skip
+    checks = ValidationOptions.from_config(config)
+    update = UpdateOptions.from_config(config)
+    params = [p for p in network.parameters() if p.requires_grad]
+
+    def validate() -> float | None:
+        network.eval()
+        value = validation_loss(ctx, validation, checks, config.validation_seed or seed, runtime)
+        network.train()
+        return value
+
+    # -- the loop
+    log("", f"training: {plan.total_steps} steps, {plan.epochs} epochs. Output: {folder.root}")
+    progress = tqdm(
+        total=plan.total_steps, initial=pos.step, desc="steps", dynamic_ncols=True,
+        disable=not runtime.is_main_process or quiet,
+    )  # fmt: skip
+    previews.at_start(pos.step)
+    network.train()
+    accumulate = update.gradient_accumulation_steps
+    validation_steps: list[tuple[int, float]] = []
+    try:
+        while pos.step < plan.total_steps and pos.epoch <= plan.epochs:
+            batches_in_epoch = len(group.epoch_refs(pos.epoch, shard=runtime.shard))
+            batches = group.loader(
+                pos.epoch, pos.done, config.max_data_loader_n_workers, shard=runtime.shard,
+                first_step=pos.step, accumulation=accumulate,
+            )  # fmt: skip
+            epoch_losses: list[float] = []
+            micro = 0
+            for index, batch in enumerate(batches, start=pos.done):
+                with runtime.autocast():
+                    loss = step_loss(ctx, batch)
+                (loss / accumulate).backward()
+                micro += 1
+                epoch_losses.append(loss.item())
+                if micro % accumulate and index + 1 < batches_in_epoch:
+                    continue
+                optimizer_step(params, optim.optimizer, lr_scheduler, network, update, runtime)
+                pos.step, pos.done = pos.step + 1, index + 1
+                current = sum(epoch_losses[-micro:]) / micro
+                micro = 0
+                pos.losses.append((pos.step, current))
+                warning = guard.check(current, pos.step, str(saver.last_saved) if saver.last_saved else None)
+                if warning:
+                    log(warning)
+                lrs = effective_lrs(optim.optimizer)
+                progress.update(1)
+                progress.set_postfix(epoch=pos.epoch, loss=f"{current:.4f}", lr=f"{lrs[0]:.2e}")
+                tensorboard.log(step_scalars(current, epoch_losses, optim.optimizer, lrs), pos.step)
+                if on_step is not None:
+                    on_step(pos.step, current, lrs)
+                previews.after_step(pos.step)
+                if validation is not None and checks.at_step(pos.step):
+                    value = validate()
+                    tensorboard.log({"loss/validation/step_current": value}, pos.step)
+                    validation_steps.append((pos.step, value))
+                saver.after_step(pos)
+                if pos.step >= plan.total_steps:
+                    break
+
+            # end of the epoch
+            epoch_loss = sum(epoch_losses) / len(epoch_losses) if epoch_losses else float("nan")
+            val = validate() if checks.at_epoch(pos.epoch) else None
+            tensorboard.log(
+                {"loss/epoch_average": epoch_loss, **({"loss/validation/epoch_average": val} if val is not None else {})},
+                pos.epoch,
+            )
+            last = pos.step >= plan.total_steps or pos.epoch >= plan.epochs
+            file = saver.after_epoch(pos, last)
+            previews.after_epoch(pos.epoch, pos.step, last)
+            if runtime.is_main_process:
+                record.data["losses"] = pos.losses
+                record.data["validation_steps"] = validation_steps
+                record.add_epoch(pos.epoch, pos.step, epoch_loss, val, file.name if file else None)
+            log(
+                f"epoch {pos.epoch}/{plan.epochs}: loss {epoch_loss:.4f}"
+                + (f", validation loss {val:.4f}" if val is not None else "")
+                + (f", saved {file}" if file else "")
+            )
+            pos.epoch, pos.done = pos.epoch + 1, 0
+    except KeyboardInterrupt:
+        state = saver.interrupted(pos)
+        if state is not None:
+            log(f"interrupted: state saved in {state}; continue with --resume auto.")
+        raise
+    except TrainingCollapsed as error:
+        record.finish("collapsed", error=str(error))
+        raise
+    except LorakitError as error:
+        record.finish("failed", error=str(error))
+        raise
+    finally:
+        progress.close()
+        tensorboard.close()
+
+    # -- finish
+    plot = plot_losses(pos.losses, record.data["epochs"], folder.loss_plot) if runtime.is_main_process else None
+    final = folder.final_file
+    record.finish(
+        "finished", steps=pos.step, loss_plot=str(plot) if plot else None, final_file=str(final),
+        seconds=round(time.time() - started, 1),
+    )  # fmt: skip
+    log(f"done: {final}", f"loss plot: {plot}", f"run record: {record.path}")
+    return TrainResult(
+        folder.root, final if final.exists() else None, saver.epoch_files, pos.step, pos.epoch - 1,
+        pos.losses, plan.total_steps, record.path, plot, samples=previews.files, network=network, model=model,
+    )  # fmt: skip
+
+
+# -- the parts of the loop --------------------------------------------------------------------
+
+
+def optimizer_step(params, optimizer, lr_scheduler, network, update: UpdateOptions, runtime) -> None:
+    """Accumulated gradients -> one step: averaged over processes, clipped, applied, the
+    learning rate advanced, and (scale_weight_norms) each module's norm capped."""
+    average_gradients(params, runtime.num_processes)
+    if update.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, update.max_grad_norm)
+    optimizer.step()
+    lr_scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    if update.scale_weight_norms:
+        network.max_norm_(update.scale_weight_norms)
+
+
+def average_gradients(parameters, processes: int) -> None:
     """Mean of the gradients over processes (the network is not wrapped in DDP because it is
     called through hooks inside the U-Net, never through its own forward)."""
-    if accelerator.num_processes == 1:
+    if processes == 1:
         return
-    import torch.distributed as dist
-
     grads = [p.grad for p in parameters if p.grad is not None]
     flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat /= accelerator.num_processes
+    flat /= processes
     offset = 0
     for g in grads:
         g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
 
 
-def _max_norm(network, max_norm: float) -> tuple[int, float]:
-    """sd-scripts' scale_weight_norms: shrink any module whose delta norm exceeds `max_norm`.
-    Returns (modules scaled, largest norm seen)."""
-    scaled, largest = 0, 0.0
-    with torch.no_grad():
-        for _, module in network.named_network_modules():
-            norm = module.delta().norm().item()
-            largest = max(largest, norm)
-            if norm > max_norm:
-                ratio = max_norm / norm
-                first = next(p for n, p in module.named_parameters() if n in _FIRST_FACTORS)
-                first.mul_(ratio)
-                scaled += 1
-    return scaled, largest
+def step_scalars(current: float, epoch_losses: list[float], optimizer, lrs: list[float]) -> dict[str, float]:
+    """TensorBoard scalars under sd-scripts' names."""
+    scalars = {"loss/current": current, "loss/average": sum(epoch_losses) / len(epoch_losses)}
+    for group_info, lr in zip(optimizer.param_groups, lrs):
+        scalars[f"lr/{group_info.get('name', 'group')}"] = lr
+    return scalars
 
 
-_FIRST_FACTORS = ("lora_up.weight", "hada_w1_a", "lokr_w1", "lokr_w1_a")
+# -- setup and resume -------------------------------------------------------------------------
 
 
-# -- the run ----------------------------------------------------------------------------------
-
-
-def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bool = True) -> TrainResult:
-    """Run the recipe. `on_step(step, loss, effective_lrs)` is called after every optimizer step
-    (the learning-rate finder uses it); `save_files=False` writes no LoRA files or states."""
-    accelerator = make_accelerator(config)
-    log = _Log(accelerator.is_main_process, quiet)
-    seed = config.seed if config.seed is not None else 42
-    torch.manual_seed(seed)
-    output_dir = Path(config.output_dir)
-    name = config.output_name
-    ext = config.save_model_as if config.save_model_as in ("safetensors", "ckpt", "pt") else "safetensors"
-    if ext != "safetensors":
-        log(f"note: save_model_as = {ext}: lorakit writes .safetensors (safe to load, read by every client).")
-        ext = "safetensors"
+def announce_ignored(config: TrainConfig, log) -> None:
+    if config.save_model_as in ("ckpt", "pt"):
+        log(f"note: save_model_as = {config.save_model_as}: lorakit writes .safetensors (safe to load, read by every client).")
     for key, why in config.ignored.items():
         log(f"note: '{key}' is ignored: {why}.")
 
-    model = load_base(config, accelerator.device, log)
-    merge_base_weights(config, model, log)
-    group, validation = build_data(config, model, seed, log)
-    network = build_network(config, model, log).to(accelerator.device)
-    if config.full_fp16 or config.full_bf16:
-        network.to(torch.float16 if config.full_fp16 else torch.bfloat16)
-    train_text = any(layer.part != "unet" for layer in network.layers.values())
-    if config.gradient_checkpointing:
-        model.unet.enable_gradient_checkpointing()
-        if train_text:
-            for encoder in model.text_encoders:
-                encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if train_text:
-        for encoder in model.text_encoders:
-            encoder.train()  # dropout is 0 in CLIP; train mode only matters for checkpointing
 
-    # plan
-    world = accelerator.num_processes
-    batches = group.steps_per_epoch
-    samples = sum(len(items) for ds in group.datasets for items in ds.buckets.values())
-    plan = plan_steps(
-        batches,
-        samples,
-        config.train_batch_size,
-        config.max_train_steps,
-        config.max_train_epochs,
-        config.gradient_accumulation_steps,
-        world,
-    )
-    groups = network.param_groups(config.unet_lr, config.text_encoder_lr, config.learning_rate)
-    setup = create_optimizer(config.optimizer_type, groups, config.learning_rate, optimizer_args(config))
-    scheduler_lr = create_scheduler(setup, config, plan.total_steps)
+def print_plan(config: TrainConfig, log, model, group, network, plan, runtime) -> None:
+    """The step arithmetic, the network, precision, device and a memory figure, then warnings."""
     trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)
-    base_params = sum(model.parameter_counts().values())
-    plan.warnings = check_settings(config, plan, model.family.is_xl, group.num_train_images, setup.notes)
-
-    from ..data.check import format_plan, make_plan
-
-    log("", format_plan(make_plan(group)), "")
-    log(*format_steps(plan))
     memory = estimate_memory_gb(
-        base_params,
+        sum(model.parameter_counts().values()),
         weight_dtype(config).itemsize,
         trainable,
         config.train_batch_size,
         group.datasets[0].resolution[0],
         config.gradient_checkpointing,
     )
+    world = runtime.num_processes
+    log("", format_plan(make_plan(group)), "")
+    log(*format_steps(plan))
     log(
         f"network:          {network.options.label}, {trainable:,} trainable parameters "
         + ", ".join(f"{n} {part}" for part, n in network.counts().items()),
         f"precision:        {config.mixed_precision} (base weights {weight_dtype(config)}, LoRA {next(network.parameters()).dtype})",
-        f"device:           {accelerator.device}" + (f" x {world} processes" if world > 1 else ""),
+        f"device:           {runtime.device}" + (f" x {world} processes" if world > 1 else ""),
         f"memory estimate:  about {memory:.1f} GB (rough)",
     )
     for warning in plan.warnings:
         log(f"warning: {warning}")
 
-    # caches
-    if config.cache_latents or config.cache_latents_to_disk:
-        stats = group.cache_latents(
-            model.vae,
-            sdxl=model.family.is_xl,
-            to_disk=config.cache_latents_to_disk,
-            batch_size=config.vae_batch_size,
-        )
-        log(f"latents: {stats.encoded} encoded, {stats.reused} reused from disk")
-        if validation is not None:
-            validation.cache_latents(model.vae, sdxl=model.family.is_xl, to_disk=config.cache_latents_to_disk)
 
-    # resume
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    guard = CollapseGuard()
-    losses: list[tuple[int, float]] = []
-    epoch, step, done = 1, 0, 0
-    resume_dir = None
-    if config.resume:
-        resume_dir = (
-            ckpt.find_latest_state(output_dir, name) if config.resume == "auto" else Path(config.resume)
-        )
-        if resume_dir is None:
-            log(f"resume = auto: no saved state in {output_dir}; starting from the beginning.")
-    if resume_dir is not None:
-        state = ckpt.load_state(resume_dir, network, setup.optimizer, scheduler_lr, generator)
-        if state.data.get("fingerprint") and state.data["fingerprint"] != group.fingerprint():
-            raise LorakitError(
-                f"{resume_dir}: the dataset changed since this state was saved (images, repeats, buckets or "
-                "batch size). Resuming would not continue the same run; start a new run instead."
-            )
-        epoch, step, done = state.epoch, state.step, state.batches_done
-        losses = [tuple(x) for x in state.extra.get("losses", [])]
-        guard.load_state_dict(state.extra.get("guard", {}))
-        log(f"resumed from {resume_dir}: epoch {epoch}, step {step}")
-    if setup.relative_step is False and is_schedule_free(setup.name):
-        setup.optimizer.train()
+def resume(config, folder: RunFolder, network, optimizer, lr_scheduler, generator, group, guard, log):
+    """The position to start from: the beginning, or where the chosen state stopped (its
+    network, optimizer, schedule and random generators restored)."""
+    pos = ckpt.Position()
+    if not config.resume:
+        return pos
+    state_dir = ckpt.latest_state(folder) if config.resume == "auto" else Path(config.resume)
+    if state_dir is None:
+        log(f"resume = auto: no saved state in {folder.root}; starting from the beginning.")
+        return pos
+    state = ckpt.load_state(state_dir, network, optimizer, lr_scheduler, generator)
+    if state.data.get("fingerprint"):
+        group.resume_position(state.data)  # refuses another dataset or seed
+    pos = ckpt.Position(state.epoch, state.step, state.batches_done, [tuple(x) for x in state.extra.get("losses", [])])
+    guard.load_state_dict(state.extra.get("guard", {}))
+    log(f"resumed from {state_dir}: epoch {pos.epoch}, step {pos.step}")
+    return pos
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    record = RunRecord.start(
-        output_dir,
-        config={k: v for k, v in config.values.items()},
+
+def start_record(config: TrainConfig, folder: RunFolder, model, group, plan) -> RunRecord:
+    return RunRecord.start(
+        folder.root,
+        config=dict(config.values),
         dataset={
             "train_images": group.num_train_images,
             "reg_images": group.num_reg_images,
@@ -235,326 +373,10 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
             "prediction_type": model.prediction_type,
             "resolution": model.resolution,
         },
-        output_name=name,
+        output_name=folder.name,
         base_model=str(Path(config.pretrained_model_name_or_path).resolve()),
         v_parameterization=model.prediction_type == "v_prediction",
         clip_skip=config.clip_skip,
         sample_prompts=str(Path(config.sample_prompts).resolve()) if config.sample_prompts else None,
         sample_sampler=config.sample_sampler,
     )
-    if accelerator.is_main_process:
-        (output_dir / f"{name}-config.toml").write_text(to_toml(config))
-    tensorboard = Scalars(
-        Path(config.logging_dir or output_dir / "logs")
-        if config.log_with == "tensorboard" and accelerator.is_main_process
-        else None
-    )
-
-    prompts = load_preview_prompts(config.sample_prompts) if config.sample_prompts else []
-    validation_steps: list[tuple[int, float]] = []
-    samples: list[Path] = []
-
-    def previews(label: str, at_step: int) -> None:
-        if prompts and accelerator.is_main_process:
-            files, warnings = make_previews(
-                model, network, prompts, config, output_dir / "sample", name, label
-            )
-            samples.extend(files)
-            for warning in warnings:
-                log(warning)
-            tensorboard.image("samples", np.asarray(Image.open(files[-1]).convert("RGB")), at_step)
-        accelerator.wait_for_everyone()
-
-    from .metadata import new_session_id, training_metadata
-
-    session, started = new_session_id(), time.time()
-    scheduler = training_scheduler(model, config.zero_terminal_snr)
-    noise_options, loss_options = NoiseOptions.from_config(config), LossOptions.from_config(config)
-    unet_dtype = model.unet.dtype
-    params = [p for p in network.parameters() if p.requires_grad]
-    text_cache = None if train_text else TextCache()
-    last_saved: Path | None = None
-    epoch_files: list[Path] = []
-
-    def save_network(path: Path, at_epoch: int) -> Path:
-        nonlocal last_saved
-        if not accelerator.is_main_process or not save_files:
-            return path
-        meta = training_metadata(
-            config,
-            model,
-            group,
-            plan,
-            session_id=session,
-            started_at=started,
-            epoch=at_epoch,
-            step=step,
-            model_hash=None,
-            vae_hash=None,
-        )
-        spec = {
-            k: v
-            for k, v in {
-                "title": config.metadata_title,
-                "author": config.metadata_author,
-                "description": config.metadata_description,
-                "license": config.metadata_license,
-                "tags": config.metadata_tags,
-                "trigger_phrase": config.metadata_trigger_phrase,
-            }.items()
-            if v
-        }
-        precision = {"float": "float", "fp16": "fp16", "bf16": "bf16"}.get(config.save_precision or "", None)
-        network.save(
-            path,
-            metadata=meta,
-            precision=precision,
-            modelspec={"title": config.metadata_title or name, **spec},
-        )
-        last_saved = path
-        record.add_file(str(path))
-        return path
-
-    def save_training_state(folder: Path, at_epoch: int, batches_done: int) -> None:
-        if accelerator.is_main_process and save_files:
-            state = ckpt.TrainState(
-                at_epoch,
-                step,
-                batches_done,
-                group.state(at_epoch, batches_done).to_dict(),
-                {"losses": losses, "guard": guard.state_dict()},
-            )
-            ckpt.save_state(folder, network, setup.optimizer, scheduler_lr, generator, state)
-        accelerator.wait_for_everyone()
-
-    # the loop
-    log("", f"training: {plan.total_steps} steps, {plan.epochs} epochs. Output: {output_dir}")
-    progress = tqdm(
-        total=plan.total_steps,
-        initial=step,
-        desc="steps",
-        disable=not accelerator.is_main_process or quiet,
-        dynamic_ncols=True,
-    )
-    save_every = config.save_every_n_epochs or (
-        max(1, plan.epochs // config.save_n_epoch_ratio) if config.save_n_epoch_ratio else None
-    )
-
-    def validate() -> float:
-        network.eval()
-        value = validation_loss(
-            model, validation, scheduler, config, loss_options, config.validation_seed or seed, accelerator
-        )
-        network.train()
-        return value
-
-    if config.sample_at_first and step == 0:
-        previews("e000000", 0)
-    network.train()
-    status = "finished"
-    accumulate = config.gradient_accumulation_steps
-    try:
-        while step < plan.total_steps and epoch <= plan.epochs:
-            refs = group.epoch_batches(epoch)[accelerator.process_index :: world]
-            epoch_losses: list[float] = []
-            micro = 0
-            batches = _batches(group, refs, done, step, accumulate, config.max_data_loader_n_workers)
-            for index, batch in zip(range(done, len(refs)), batches):
-                with accelerator.autocast():
-                    loss = step_loss(
-                        model,
-                        network,
-                        batch,
-                        scheduler,
-                        noise_options,
-                        loss_options,
-                        config,
-                        generator,
-                        train_text,
-                        unet_dtype,
-                        text_cache,
-                    )
-                (loss / accumulate).backward()
-                micro += 1
-                epoch_losses.append(loss.item())
-                if micro % accumulate and index + 1 < len(refs):
-                    continue
-                _average_gradients(params, accelerator)
-                if config.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                setup.optimizer.step()
-                scheduler_lr.step()
-                setup.optimizer.zero_grad(set_to_none=True)
-                if config.scale_weight_norms:
-                    _max_norm(network, config.scale_weight_norms)
-                step += 1
-                done = index + 1
-                current = sum(epoch_losses[-micro:]) / micro
-                micro = 0
-                losses.append((step, current))
-                warning = guard.check(current, step, str(last_saved) if last_saved else None)
-                if warning:
-                    log(warning)
-                lrs = effective_lrs(setup.optimizer)
-                progress.update(1)
-                progress.set_postfix(epoch=epoch, loss=f"{current:.4f}", lr=f"{lrs[0]:.2e}")
-                scalars = {"loss/current": current, "loss/average": sum(epoch_losses) / len(epoch_losses)}
-                for group_info, lr in zip(setup.optimizer.param_groups, lrs):
-                    scalars[f"lr/{group_info.get('name', 'group')}"] = lr
-                tensorboard.log(scalars, step)
-                if on_step is not None:
-                    on_step(step, current, lrs)
-                if (
-                    config.sample_every_n_steps
-                    and not config.sample_every_n_epochs
-                    and step % config.sample_every_n_steps == 0
-                ):
-                    previews(f"{step:06d}", step)
-                if (
-                    validation is not None
-                    and config.validate_every_n_steps
-                    and step % config.validate_every_n_steps == 0
-                ):
-                    val_step = validate()
-                    tensorboard.log({"loss/validation/step_current": val_step}, step)
-                    validation_steps.append((step, val_step))
-                if (
-                    config.save_every_n_steps
-                    and step % config.save_every_n_steps == 0
-                    and step < plan.total_steps
-                ):
-                    save_network(ckpt.step_file(output_dir, name, step, ext), epoch)
-                    ckpt.prune(
-                        output_dir,
-                        rf"{name}-step\d{{8}}\.{ext}",
-                        _steps_to_files(config.save_last_n_steps, config.save_every_n_steps),
-                    )
-                    if config.save_state:
-                        save_training_state(ckpt.step_state_dir(output_dir, name, step), epoch, done)
-                        ckpt.prune(
-                            output_dir,
-                            rf"{name}-step\d{{8}}-state",
-                            _steps_to_files(config.save_last_n_steps_state, config.save_every_n_steps),
-                        )
-                if step >= plan.total_steps:
-                    break
-
-            # end of epoch
-            epoch_loss = sum(epoch_losses) / len(epoch_losses) if epoch_losses else float("nan")
-            val = validate() if _validate_now(config, epoch) else None
-            tensorboard.log(
-                {
-                    "loss/epoch_average": epoch_loss,
-                    **({"loss/validation/epoch_average": val} if val is not None else {}),
-                },
-                epoch,
-            )
-            last_epoch = step >= plan.total_steps or epoch >= plan.epochs
-            file = None
-            if not last_epoch and save_every and epoch % save_every == 0:
-                file = save_network(ckpt.epoch_file(output_dir, name, epoch, ext), epoch)
-                epoch_files.append(file)
-                ckpt.prune(output_dir, rf"{name}-\d{{6}}\.{ext}", config.save_last_n_epochs)
-                if config.save_state:
-                    save_training_state(ckpt.epoch_state_dir(output_dir, name, epoch), epoch + 1, 0)
-                    ckpt.prune(output_dir, rf"{name}-\d{{6}}-state", config.save_last_n_epochs_state)
-            if last_epoch:
-                file = save_network(ckpt.final_file(output_dir, name, ext), epoch)
-                if config.save_state or config.save_state_on_train_end:
-                    save_training_state(ckpt.final_state_dir(output_dir, name), epoch + 1, 0)
-            sampling = config.sample_every_n_epochs or config.sample_every_n_steps
-            if sampling and (
-                (config.sample_every_n_epochs and epoch % config.sample_every_n_epochs == 0) or last_epoch
-            ):
-                previews(f"e{epoch:06d}", step)
-            if accelerator.is_main_process:
-                record.data["losses"] = losses
-                record.data["validation_steps"] = validation_steps
-                record.add_epoch(epoch, step, epoch_loss, val, file.name if file else None)
-            log(
-                f"epoch {epoch}/{plan.epochs}: loss {epoch_loss:.4f}"
-                + (f", validation loss {val:.4f}" if val is not None else "")
-                + (f", saved {file}" if file else "")
-            )
-            epoch += 1
-            done = 0
-    except KeyboardInterrupt:
-        status = "interrupted"
-        if step > 0:
-            save_training_state(ckpt.final_state_dir(output_dir, name), epoch, done)
-            log(
-                f'interrupted: state saved in {ckpt.final_state_dir(output_dir, name)}; continue with resume = "auto".'
-            )
-        raise
-    except LorakitError as error:
-        status = "collapsed" if "loss became" in str(error) else "failed"
-        record.finish(status, error=str(error))
-        raise
-    finally:
-        progress.close()
-        tensorboard.close()
-
-    plot = (
-        plot_losses(losses, record.data["epochs"], output_dir / f"{name}-loss.png")
-        if accelerator.is_main_process
-        else None
-    )
-    final = ckpt.final_file(output_dir, name, ext)
-    record.finish(
-        status,
-        steps=step,
-        loss_plot=str(plot) if plot else None,
-        final_file=str(final),
-        seconds=round(time.time() - started, 1),
-    )
-    log(f"done: {final}", f"loss plot: {plot}", f"run record: {record.path}")
-    return TrainResult(
-        output_dir,
-        final if final.exists() else None,
-        epoch_files,
-        step,
-        epoch - 1,
-        losses,
-        plan.total_steps,
-        record.path,
-        plot,
-        samples=samples,
-        network=network,
-        model=model,
-    )
-
-
-class _RefBatches(torch.utils.data.Dataset):
-    def __init__(self, group, refs, steps):
-        self.group, self.refs, self.steps = group, refs, steps
-
-    def __len__(self):
-        return len(self.refs)
-
-    def __getitem__(self, i):
-        return self.group.load_batch(self.refs[i], step=self.steps[i])
-
-
-def _batches(group, refs, start: int, step: int, accumulate: int, workers: int):
-    """The batches of this process from `start`; with workers, images load in parallel. Each batch
-    knows the optimizer step it belongs to (token warm-up depends on it)."""
-    todo = refs[start:]
-    steps = [step + i // accumulate for i in range(len(todo))]
-    if not workers:
-        return (group.load_batch(ref, step=s) for ref, s in zip(todo, steps))
-    return iter(
-        torch.utils.data.DataLoader(
-            _RefBatches(group, todo, steps), batch_size=None, num_workers=workers, collate_fn=lambda x: x
-        )
-    )
-
-
-def _validate_now(config: TrainConfig, epoch: int) -> bool:
-    return bool(config.validate_every_n_epochs) and epoch % config.validate_every_n_epochs == 0
-
-
-def _steps_to_files(last_n_steps: int | None, every: int | None) -> int | None:
-    """save_last_n_steps counts steps; keep the files saved within that many steps."""
-    if not last_n_steps or not every:
-        return None
-    return max(1, math.ceil(last_n_steps / every))

@@ -1,11 +1,23 @@
-"""Setting up a run: accelerator, base model, datasets, network, from a TrainConfig."""
+"""Setting up a run from its TrainConfig: where it runs, the base model, the datasets, the
+network, the caption cache. The recipe calls these in order; each reads the options it needs."""
 
 from __future__ import annotations
 
-import torch
+import hashlib
 
+import torch
+from accelerate import PartialState
+
+from ..data import build_datasets, config_from_dict, config_from_folders
+from ..data import load_config as load_dataset_config
+from ..data.latent_cache import cache_latents, module_fingerprint
+from ..data.schema import options_for_dataset
+from ..data.text_cache import TextOutputCache
 from ..errors import ConfigError
+from ..models.load import load_model
+from ..networks import create_network, create_network_from_weights, merge_networks
 from .config import TrainConfig, network_args
+from .step import TextOptions, text_outputs
 
 
 class Runtime:
@@ -15,8 +27,6 @@ class Runtime:
     process (the tests, a web UI) and whose model wrapping the hooked network does not need."""
 
     def __init__(self, mixed_precision: str):
-        from accelerate import PartialState
-
         cuda = torch.cuda.is_available()
         if mixed_precision == "fp16" and not cuda:
             raise ConfigError(
@@ -29,6 +39,15 @@ class Runtime:
         self.is_main_process = self.state.is_main_process
         self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision)
 
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> Runtime:
+        return cls(config.mixed_precision)
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        """(this process, all processes): each trains every n-th batch of an epoch."""
+        return self.process_index, self.num_processes
+
     def autocast(self):
         return torch.autocast(
             self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
@@ -38,17 +57,11 @@ class Runtime:
         self.state.wait_for_everyone()
 
 
-def make_accelerator(config: TrainConfig) -> Runtime:
-    return Runtime(config.mixed_precision)
-
-
 def weight_dtype(config: TrainConfig) -> torch.dtype:
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
 
 
 def load_base(config: TrainConfig, device, log):
-    from ..models.load import load_model
-
     if not config.pretrained_model_name_or_path:
         raise ConfigError(
             "no base model: set pretrained_model_name_or_path (a .safetensors/.ckpt file or diffusers folder)."
@@ -75,11 +88,17 @@ def load_base(config: TrainConfig, device, log):
     return model
 
 
+def dataset_options(config: TrainConfig) -> dict:
+    """The dataset options set in the training config (file or command line), as defaults below
+    the dataset file's own [general]."""
+    options = options_for_dataset(config.changed())
+    if config.in_json:
+        options["num_repeats"] = config.dataset_repeats
+    return options
+
+
 def data_config(config: TrainConfig):
     """The sd-scripts dataset: a dataset TOML, the inline [general]/[[datasets]] tables, or folders."""
-    from ..data import config_from_dict, config_from_folders
-    from ..data import load_config as load_dataset_config
-
     options = dataset_options(config)
     if config.dataset_config:
         return load_dataset_config(config.dataset_config, defaults=options)
@@ -89,32 +108,8 @@ def data_config(config: TrainConfig):
     return config_from_folders(config.train_data_dir, config.reg_data_dir, config.in_json, options)
 
 
-_DATASET_KEYS = (
-    "caption_extension", "caption_separator", "shuffle_caption", "keep_tokens", "keep_tokens_separator",
-    "secondary_separator", "enable_wildcard", "caption_prefix", "caption_suffix", "caption_dropout_rate",
-    "caption_dropout_every_n_epochs", "caption_tag_dropout_rate", "token_warmup_min", "token_warmup_step",
-    "color_aug", "flip_aug", "face_crop_aug_range", "random_crop", "resize_interpolation", "alpha_mask",
-    "enable_bucket", "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "bucket_no_upscale",
-    "validation_split", "validation_seed",
-)  # fmt: skip
-
-
-def dataset_options(config: TrainConfig) -> dict:
-    """Options set in the training config, as defaults below the dataset file's [general]."""
-    options = {k: config.values[k] for k in _DATASET_KEYS if config.origin[k] != "default"}
-    options["batch_size"] = config.train_batch_size
-    if config.origin["resolution"] != "default":
-        options["resolution"] = [int(v) for v in str(config.resolution).split(",")]
-        if len(options["resolution"]) == 1:
-            options["resolution"] = options["resolution"][0]
-    if config.in_json:
-        options["num_repeats"] = config.dataset_repeats
-    return options
-
-
 def build_data(config: TrainConfig, model, seed: int, log):
-    from ..data import build_datasets
-
+    """(training group, validation group or None)."""
     data = data_config(config)
     group = build_datasets(
         data, resolution=model.resolution, prior_loss_weight=config.prior_loss_weight, seed=seed
@@ -133,8 +128,6 @@ def merge_base_weights(config: TrainConfig, model, log) -> None:
     """sd-scripts' base_weights: LoRAs baked into the base model before training starts."""
     if not config.base_weights:
         return
-    from ..networks import merge_networks
-
     multipliers = config.base_weights_multiplier or []
     if isinstance(multipliers, float):
         multipliers = [multipliers]
@@ -145,32 +138,21 @@ def merge_base_weights(config: TrainConfig, model, log) -> None:
     log("merged into the base model: " + ", ".join(f"{p} x {m:g}" for p, m in specs))
 
 
-def dim_alpha_from_weights(config: TrainConfig) -> tuple[int, float]:
-    """network_dim and network_alpha read from network_weights (dim_from_weights = true)."""
-    from ..networks import load_network
-
-    file = load_network(config.network_weights)
-    ranks = [w.rank for w in file.modules.values() if w.rank]
-    alphas = [float(w.alpha) for w in file.modules.values() if getattr(w, "alpha", None) is not None]
-    if not ranks:
-        raise ConfigError(f"dim_from_weights: {config.network_weights} has no module with a rank to copy.")
-    return max(ranks), (alphas[0] if alphas else float(max(ranks)))
-
-
 def build_network(config: TrainConfig, model, log):
-    from ..networks import create_network
-
-    dim, alpha = config.network_dim, config.network_alpha
+    """The network to train, hooked into the model. With dim_from_weights it takes its layers,
+    dims, alphas and algorithm from network_weights (sd-scripts' create_network_from_weights)."""
     if config.dim_from_weights:
         if not config.network_weights:
             raise ConfigError("dim_from_weights needs network_weights (the LoRA file to continue).")
-        dim, alpha = dim_alpha_from_weights(config)
-        log(f"network_dim {dim} and network_alpha {alpha:g} taken from {config.network_weights}")
+        network = create_network_from_weights(model, config.network_weights)
+        ranks = sorted({m.dim for _, m in network.named_network_modules()})
+        log(f"network shaped like {config.network_weights} (ranks {', '.join(map(str, ranks))}), weights loaded")
+        return network.apply_to()
     network = create_network(
         model,
         network_module=config.network_module,
-        network_dim=dim,
-        network_alpha=alpha,
+        network_dim=config.network_dim,
+        network_alpha=config.network_alpha,
         network_args=network_args(config),
         network_dropout=config.network_dropout,
         network_train_unet_only=config.network_train_unet_only,
@@ -182,5 +164,60 @@ def build_network(config: TrainConfig, model, log):
             f"continuing from {config.network_weights}"
             + (f" ({len(missing)} new tensors)" if missing else "")
         )
-    network.apply_to()
-    return network
+    return network.apply_to()
+
+
+def prepare_training(config: TrainConfig, model, network) -> bool:
+    """Precision of the network, gradient checkpointing, train modes. Returns whether the text
+    encoders train (some network module sits in them)."""
+    if config.full_fp16 or config.full_bf16:
+        network.to(torch.float16 if config.full_fp16 else torch.bfloat16)
+    train_text = any(layer.part != "unet" for layer in network.layers.values())
+    if config.gradient_checkpointing:
+        model.unet.enable_gradient_checkpointing()
+        if train_text:
+            for encoder in model.text_encoders:
+                encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if train_text:
+        for encoder in model.text_encoders:
+            encoder.train()  # dropout is 0 in CLIP; train mode only matters for checkpointing
+    return train_text
+
+
+def cache_images(config: TrainConfig, model, group, validation, log) -> None:
+    """cache_latents / cache_latents_to_disk: every image through the VAE once, before training."""
+    if not (config.cache_latents or config.cache_latents_to_disk):
+        return
+    xl, to_disk = model.family.is_xl, config.cache_latents_to_disk
+    stats = cache_latents(group, model.vae, sdxl=xl, to_disk=to_disk, batch_size=config.vae_batch_size)
+    log(f"latents: {stats.encoded} encoded, {stats.reused} reused from disk")
+    if validation is not None:
+        cache_latents(validation, model.vae, sdxl=xl, to_disk=to_disk)
+
+
+def caption_cache(config: TrainConfig, model, group, train_text: bool, log) -> TextOutputCache | None:
+    """The text-encoder outputs of the captions, while the encoders are frozen: kept as batches
+    come, or all encoded before training with cache_text_encoder_outputs (to disk with
+    cache_text_encoder_outputs_to_disk, reused by later runs)."""
+    up_front = config.cache_text_encoder_outputs or config.cache_text_encoder_outputs_to_disk
+    if train_text:
+        if up_front:
+            raise ConfigError(
+                "cache_text_encoder_outputs needs frozen text encoders, but the network trains them. Set "
+                "network_train_unet_only = true, or remove cache_text_encoder_outputs."
+            )
+        return None
+    text = TextOptions.from_config(config)
+    to_disk = bool(config.cache_text_encoder_outputs_to_disk)
+    cache = TextOutputCache(text_outputs(model, text), _encoder_id(model, text) if to_disk else "memory")
+    if up_front:
+        stats = cache.prefill(group, to_disk=to_disk)
+        log(f"text encoder outputs: {stats.encoded} captions encoded, {stats.reused} reused from disk")
+    return cache
+
+
+def _encoder_id(model, text: TextOptions) -> str:
+    """Changes when the encoders' weights, clip skip or token length change."""
+    parts = [model.family.name, text.clip_skip, text.max_token_length]
+    parts += [module_fingerprint(encoder) for encoder in model.text_encoders]
+    return hashlib.sha256(repr(parts).encode()).hexdigest()

@@ -4,59 +4,93 @@ prediction, weighted loss."""
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
+from diffusers import DDPMScheduler
 
-from .loss import training_loss
-from .noise import noisy_latents, target
+from ..data import Batch, DatasetGroup
+from ..data.text_cache import TextOutputCache
+from ..models.conditioning import encode, sdxl_time_ids, tokenize
+from .loss import LossOptions, training_loss
+from .noise import NoiseOptions, noisy_latents, target
+from .options import ConfigOptions
 
 VALIDATION_TIMESTEPS = (200, 400, 600, 800)
 
 
-class TextCache:
-    """Encoded captions, kept while the text encoders are frozen: a caption seen before (every
-    repeat of every epoch without shuffling) is not encoded again. Bounded, oldest dropped first."""
-
-    def __init__(self, size: int = 4096):
-        from collections import OrderedDict
-
-        self.size, self.items, self.hits = size, OrderedDict(), 0
-
-    def get(self, caption: str):
-        if caption in self.items:
-            self.items.move_to_end(caption)
-            self.hits += 1
-            return self.items[caption]
-        return None
-
-    def put(self, caption: str, value) -> None:
-        self.items[caption] = value
-        if len(self.items) > self.size:
-            self.items.popitem(last=False)
+@dataclass(frozen=True)
+class TextOptions(ConfigOptions):
+    clip_skip: int | None = None
+    max_token_length: int | None = None
 
 
-def conditioning(model, captions, config, train_text: bool, cache: TextCache | None = None):
-    from ..models.conditioning import encode, tokenize
+@dataclass(frozen=True)
+class ValidationOptions(ConfigOptions):
+    validate_every_n_steps: int | None = None
+    validate_every_n_epochs: int | None = 1
+    max_validation_steps: int | None = None
+    validation_seed: int | None = None
 
+    def at_step(self, step: int) -> bool:
+        return bool(self.validate_every_n_steps) and step % self.validate_every_n_steps == 0
+
+    def at_epoch(self, epoch: int) -> bool:
+        return bool(self.validate_every_n_epochs) and epoch % self.validate_every_n_epochs == 0
+
+
+@dataclass
+class StepContext:
+    """What every step needs besides its batch, made once per run."""
+
+    model: object  # StableDiffusionModel
+    scheduler: DDPMScheduler
+    noise: NoiseOptions
+    loss: LossOptions
+    text: TextOptions
+    generator: torch.Generator
+    train_text: bool
+    text_cache: TextOutputCache | None = None
+
+    @property
+    def unet_dtype(self) -> torch.dtype:
+        return self.model.unet.dtype
+
+
+# -- captions -> text-encoder outputs ---------------------------------------------------------
+
+
+def text_outputs(model, text: TextOptions):
+    """`encode(captions) -> {name: tensor}` for the caption cache, under sd-scripts' names for its
+    `_te_outputs.npz` files (SDXL: hidden_state1 / hidden_state2 / pool2)."""
+
+    def run(captions: list[str]) -> dict[str, torch.Tensor]:
+        hidden, pooled = encode(model, tokenize(model, captions, text.max_token_length), text.clip_skip)
+        if pooled is None:
+            return {"hidden_state": hidden}
+        width = model.text_encoders[0].config.hidden_size
+        return {"hidden_state1": hidden[..., :width], "hidden_state2": hidden[..., width:], "pool2": pooled}
+
+    return run
+
+
+def _from_outputs(outputs: dict[str, torch.Tensor]):
+    if "hidden_state" in outputs:
+        return outputs["hidden_state"], None
+    return torch.cat([outputs["hidden_state1"], outputs["hidden_state2"]], dim=-1), outputs["pool2"]
+
+
+def conditioning(model, captions: list[str], text: TextOptions, train_text: bool, cache=None):
+    """(hidden states, pooled or None) for `captions`; with gradients when the encoders train,
+    from `cache` (a TextOutputCache) when they are frozen and one is given."""
     if train_text or cache is None:
-        ids = tokenize(model, captions, config.max_token_length)
+        ids = tokenize(model, captions, text.max_token_length)
         with nullcontext() if train_text else torch.no_grad():
-            return encode(model, ids, config.clip_skip)
-    missing = [c for c in dict.fromkeys(captions) if cache.get(c) is None]
-    if missing:
-        with torch.no_grad():
-            hidden, pooled = encode(
-                model, tokenize(model, missing, config.max_token_length), config.clip_skip
-            )
-        for i, caption in enumerate(missing):
-            cache.put(caption, (hidden[i], None if pooled is None else pooled[i]))
-    rows = [cache.get(c) for c in captions]
-    hidden = torch.stack([r[0] for r in rows])
-    pooled = None if rows[0][1] is None else torch.stack([r[1] for r in rows])
-    return hidden, pooled
+            return encode(model, ids, text.clip_skip)
+    return _from_outputs(cache.lookup(captions))
 
 
-def _latents(model, batch, generator):
+def _latents(model, batch: Batch, generator):
     vae = model.vae
     if batch.latents is not None:
         latents = batch.latents.to(vae.device)
@@ -67,82 +101,65 @@ def _latents(model, batch, generator):
     return latents * vae.config.scaling_factor
 
 
-def _added_conditioning(model, batch, pooled, dtype):
+def _added_conditioning(model, batch: Batch, pooled, dtype):
     if not model.family.is_xl:
         return None
-    from ..models.conditioning import sdxl_time_ids
-
     ids = sdxl_time_ids(
         batch.original_sizes_hw.tolist(), batch.crop_top_lefts.tolist(), batch.target_sizes_hw.tolist()
     )
     return {"text_embeds": pooled.to(dtype), "time_ids": ids.to(pooled.device, dtype)}
 
 
-def step_loss(
-    model,
-    network,
-    batch,
-    scheduler,
-    noise_options,
-    loss_options,
-    config,
-    generator,
-    train_text,
-    unet_dtype,
-    text_cache=None,
-):
+# -- the step ---------------------------------------------------------------------------------
+
+
+def step_loss(ctx: StepContext, batch: Batch) -> torch.Tensor:
     """The loss of one batch (a scalar tensor with gradients into the network)."""
-    latents = _latents(model, batch, generator).to(unet_dtype)
-    hidden, pooled = conditioning(model, batch.captions, config, train_text, text_cache)
-    noise, noisy, timesteps = noisy_latents(latents.float(), scheduler, noise_options, generator)
-    added = _added_conditioning(model, batch, pooled, unet_dtype)
-    pred = model.unet(noisy.to(unet_dtype), timesteps, hidden.to(unet_dtype), added_cond_kwargs=added).sample
-    mask = batch.alpha_masks if batch.alpha_masks is not None else None
+    model, dtype = ctx.model, ctx.unet_dtype
+    latents = _latents(model, batch, ctx.generator).to(dtype)
+    hidden, pooled = conditioning(model, batch.captions, ctx.text, ctx.train_text, ctx.text_cache)
+    noise, noisy, timesteps = noisy_latents(latents.float(), ctx.scheduler, ctx.noise, ctx.generator)
+    added = _added_conditioning(model, batch, pooled, dtype)
+    pred = model.unet(noisy.to(dtype), timesteps, hidden.to(dtype), added_cond_kwargs=added).sample
     return training_loss(
         pred.float(),
-        target(scheduler, latents.float(), noise, timesteps),
+        target(ctx.scheduler, latents.float(), noise, timesteps),
         timesteps,
-        scheduler,
-        loss_options,
+        ctx.scheduler,
+        ctx.loss,
         sample_weights=batch.loss_weights,
-        mask=mask,
+        mask=batch.alpha_masks,
     )
 
 
-def validation_loss(model, group, scheduler, config, loss_options, seed, accelerator) -> float | None:
+def validation_loss(
+    ctx: StepContext, group: DatasetGroup | None, options: ValidationOptions, seed: int, runtime
+) -> float | None:
     """Mean loss over the held-out images at fixed timesteps with fixed noise: comparable across
     epochs because nothing in it is random from run to run."""
     if group is None:
         return None
+    model, dtype = ctx.model, ctx.unet_dtype
     generator = torch.Generator(device="cpu").manual_seed(seed)
     losses = []
     refs = group.epoch_batches(1)
-    if config.max_validation_steps:
-        refs = refs[: config.max_validation_steps]
-    unet_dtype = model.unet.dtype
-    with torch.no_grad(), accelerator.autocast():
+    if options.max_validation_steps:
+        refs = refs[: options.max_validation_steps]
+    with torch.no_grad(), runtime.autocast():
         for ref in refs:
             batch = group.load_batch(ref)
             latents = _latents(model, batch, generator).float()
-            hidden, pooled = conditioning(model, batch.captions, config, train_text=False)
+            hidden, pooled = conditioning(model, batch.captions, ctx.text, train_text=False)
             for t in VALIDATION_TIMESTEPS:
                 timesteps = torch.full((latents.shape[0],), t, dtype=torch.long)
                 noise = torch.randn(latents.shape, generator=generator).to(latents)
-                noisy = scheduler.add_noise(latents, noise, timesteps)
-                added = _added_conditioning(model, batch, pooled, unet_dtype)
+                noisy = ctx.scheduler.add_noise(latents, noise, timesteps)
+                added = _added_conditioning(model, batch, pooled, dtype)
                 pred = model.unet(
-                    noisy.to(unet_dtype),
-                    timesteps.to(latents.device),
-                    hidden.to(unet_dtype),
-                    added_cond_kwargs=added,
+                    noisy.to(dtype), timesteps.to(latents.device), hidden.to(dtype), added_cond_kwargs=added
                 ).sample
-                losses.append(
-                    training_loss(
-                        pred.float(),
-                        target(scheduler, latents, noise, timesteps),
-                        timesteps,
-                        scheduler,
-                        loss_options,
-                    ).item()
+                loss = training_loss(
+                    pred.float(), target(ctx.scheduler, latents, noise, timesteps), timesteps, ctx.scheduler, ctx.loss
                 )
+                losses.append(loss.item())
     return sum(losses) / len(losses) if losses else None

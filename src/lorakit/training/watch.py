@@ -1,13 +1,10 @@
-"""Watching a run: collapse detection, the run record, TensorBoard scalars and the loss plot."""
+"""Watching a run: collapse detection, TensorBoard scalars and the loss plot."""
 
 from __future__ import annotations
 
-import json
 import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -75,77 +72,11 @@ def preview_problem(image: np.ndarray) -> str | None:
     return None
 
 
-@dataclass
-class RunRecord:
-    """`run.json` in the output folder: what was run, on what, how it went, what it wrote.
-
-    Read by `lorakit grid --run` (per-epoch files and validation loss) and by the web UI's run
-    history; rewritten atomically after every epoch so it is never half written.
-    """
-
-    path: Path
-    data: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def start(
-        cls, output_dir: Path, config: dict, dataset: dict, plan: dict, model: dict, **top
-    ) -> RunRecord:
-        """`top`: the fields `lorakit grid --run` reads (output_name, base_model, clip_skip,
-        v_parameterization, sample_prompts, sample_sampler)."""
-        record = cls(output_dir / "run.json")
-        if record.path.exists():  # a resumed run keeps its history
-            record.data = json.loads(record.path.read_text())
-            record.data.setdefault("resumed_at", []).append(_now())
-            record.data["config"] = config
-            record.data.update(top)
-        else:
-            record.data = {
-                "lorakit_run": 1,
-                "started_at": _now(),
-                "config": config,
-                "model": model,
-                "dataset": dataset,
-                "plan": plan,
-                "epochs": [],
-                "files": [],
-                "losses": [],
-                "status": "running",
-                **top,
-            }
-        record.write()
-        return record
-
-    def add_epoch(
-        self, epoch: int, step: int, loss: float, validation_loss: float | None, file: str | None
-    ) -> None:
-        self.data["epochs"] = [e for e in self.data["epochs"] if e["epoch"] != epoch]
-        self.data["epochs"].append(
-            {"epoch": epoch, "step": step, "loss": loss, "validation_loss": validation_loss, "file": file}
-        )
-        self.write()
-
-    def add_file(self, path: str) -> None:
-        if path not in self.data["files"]:
-            self.data["files"].append(path)
-
-    def finish(self, status: str, **extra) -> None:
-        self.data.update(status=status, finished_at=_now(), **extra)
-        self.write()
-
-    def write(self) -> None:
-        with atomic_path(self.path) as tmp:
-            tmp.write_text(json.dumps(self.data, indent=2, ensure_ascii=False, default=str))
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S")
-
-
 def plot_losses(losses: list[tuple[int, float]], epochs: list[dict], path: Path) -> Path | None:
     """A PNG of the loss per step (raw and smoothed) with validation loss per epoch, if any."""
     if not losses:
         return None
-    import matplotlib
+    import matplotlib  # imported when a plot is drawn: it adds a second to every start otherwise
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -178,7 +109,7 @@ class Scalars:
     def __init__(self, log_dir: Path | None):
         self.writer = None
         if log_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # slow to import; only when logging
 
             self.writer = SummaryWriter(str(log_dir))
 

@@ -1,0 +1,17 @@
+"""A training run's output folder: its file names (`folder`) and its record `run.json`
+(`record`). Below training and evaluation, so the writer and every reader share one definition."""
+
+from .folder import RUN_FILE, RunFolder, epoch_of, sort_by_epoch
+from .record import EpochRecord, RunError, RunRecord, load_run, loss_table
+
+__all__ = [
+    "RUN_FILE",
+    "EpochRecord",
+    "RunError",
+    "RunFolder",
+    "RunRecord",
+    "epoch_of",
+    "load_run",
+    "loss_table",
+    "sort_by_epoch",
+]

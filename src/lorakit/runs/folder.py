@@ -1,0 +1,125 @@
+"""The files of one training run in its output folder, by name: the one place that knows them.
+
+sd-scripts' names, so a folder made by either tool reads the same:
+
+    NAME.safetensors                 the final network
+    NAME-000003.safetensors          after epoch 3
+    NAME-step00000500.safetensors    after step 500
+    NAME-000003-state/ NAME-step00000500-state/ NAME-state/   training states (resume)
+    NAME-config.toml  NAME-loss.png  run.json  sample/  logs/
+
+The training loop writes through `RunFolder`; `lorakit grid --run`, the quickstart and the web UI
+read through it, so a name changed here changes for all of them.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+RUN_FILE = "run.json"
+
+# an epoch number at the end of a file's stem, as sd-scripts and other trainers write it:
+# name-000003, name_3, name-e3, name-epoch3
+_EPOCH = re.compile(r"[-_](?:e|epoch)?(\d+)$", re.IGNORECASE)
+
+
+def epoch_of(path: str | Path) -> int | None:
+    """sd-scripts' epoch suffix: `name-000003` -> 3; None for the final `name` (and step files)."""
+    m = _EPOCH.search(Path(path).stem)
+    return int(m[1]) if m else None
+
+
+def sort_by_epoch(paths) -> list[Path]:
+    """Epoch files in epoch order; files without a number (the final save) after them."""
+    return sorted((Path(p) for p in paths), key=lambda p: (epoch_of(p) is None, epoch_of(p) or 0, p.name))
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    root: Path
+    name: str
+    ext: str = "safetensors"
+
+    # ---- networks --------------------------------------------------------------------------
+    def epoch_file(self, epoch: int) -> Path:
+        return self.root / f"{self.name}-{epoch:06d}.{self.ext}"
+
+    def step_file(self, step: int) -> Path:
+        return self.root / f"{self.name}-step{step:08d}.{self.ext}"
+
+    @property
+    def final_file(self) -> Path:
+        return self.root / f"{self.name}.{self.ext}"
+
+    # ---- training states -------------------------------------------------------------------
+    def epoch_state(self, epoch: int) -> Path:
+        return self.root / f"{self.name}-{epoch:06d}-state"
+
+    def step_state(self, step: int) -> Path:
+        return self.root / f"{self.name}-step{step:08d}-state"
+
+    @property
+    def final_state(self) -> Path:
+        return self.root / f"{self.name}-state"
+
+    def states(self) -> list[Path]:
+        """This run's state folders (only its own name: `lora` never matches `lora-v2`'s)."""
+        if not self.root.is_dir():
+            return []
+        own = re.compile(rf"{re.escape(self.name)}(-\d{{6}}|-step\d{{8}})?-state")
+        return sorted(p for p in self.root.iterdir() if p.is_dir() and own.fullmatch(p.name))
+
+    # ---- everything else -------------------------------------------------------------------
+    @property
+    def samples(self) -> Path:
+        return self.root / "sample"
+
+    def sample_file(self, label: str, index: int) -> Path:
+        return self.samples / f"{self.name}_{label}_{index:02d}.png"
+
+    def strip_file(self, label: str) -> Path:
+        return self.samples / f"{self.name}_{label}_strip.png"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def config_copy(self) -> Path:
+        return self.root / f"{self.name}-config.toml"
+
+    @property
+    def loss_plot(self) -> Path:
+        return self.root / f"{self.name}-loss.png"
+
+    @property
+    def record(self) -> Path:
+        return self.root / RUN_FILE
+
+    # ---- keeping the last N ----------------------------------------------------------------
+    def prune_epoch_files(self, keep: int | None) -> list[Path]:
+        return _prune(self.root, rf"{re.escape(self.name)}-\d{{6}}\.{self.ext}", keep)
+
+    def prune_step_files(self, keep: int | None) -> list[Path]:
+        return _prune(self.root, rf"{re.escape(self.name)}-step\d{{8}}\.{self.ext}", keep)
+
+    def prune_epoch_states(self, keep: int | None) -> list[Path]:
+        return _prune(self.root, rf"{re.escape(self.name)}-\d{{6}}-state", keep)
+
+    def prune_step_states(self, keep: int | None) -> list[Path]:
+        return _prune(self.root, rf"{re.escape(self.name)}-step\d{{8}}-state", keep)
+
+
+def _prune(folder: Path, pattern: str, keep: int | None) -> list[Path]:
+    """Delete all but the newest `keep` matches of `pattern` (numbered names sort by number)."""
+    if not keep or not folder.is_dir():
+        return []
+    rx = re.compile(pattern)
+    found = sorted((p for p in folder.iterdir() if rx.fullmatch(p.name)), key=lambda p: p.name)
+    removed = found[: max(0, len(found) - keep)]
+    for path in removed:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return removed

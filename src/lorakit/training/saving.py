@@ -1,0 +1,149 @@
+"""When a run writes its network files and training states, and how many it keeps: sd-scripts'
+`save_every_n_*` / `save_last_n_*` rules in one place."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..runs import RunFolder, RunRecord
+from . import checkpointing as ckpt
+from .options import ConfigOptions
+
+_PRECISIONS = {"float": "float", "fp16": "fp16", "bf16": "bf16"}
+
+
+@dataclass(frozen=True)
+class SaveOptions(ConfigOptions):
+    save_every_n_epochs: int | None = None
+    save_every_n_steps: int | None = None
+    save_n_epoch_ratio: int | None = None
+    save_last_n_epochs: int | None = None
+    save_last_n_steps: int | None = None
+    save_state: bool = False
+    save_state_on_train_end: bool = False
+    save_last_n_epochs_state: int | None = None
+    save_last_n_steps_state: int | None = None
+    save_precision: str | None = None
+    metadata_title: str | None = None
+    metadata_author: str | None = None
+    metadata_description: str | None = None
+    metadata_license: str | None = None
+    metadata_tags: str | None = None
+    metadata_trigger_phrase: str | None = None
+
+    def every_epochs(self, epochs: int) -> int | None:
+        """save_every_n_epochs, or save_n_epoch_ratio's "about N times over the run"."""
+        if self.save_every_n_epochs:
+            return self.save_every_n_epochs
+        return max(1, epochs // self.save_n_epoch_ratio) if self.save_n_epoch_ratio else None
+
+    def modelspec(self, name: str) -> dict[str, str]:
+        spec = {
+            "title": self.metadata_title,
+            "author": self.metadata_author,
+            "description": self.metadata_description,
+            "license": self.metadata_license,
+            "tags": self.metadata_tags,
+            "trigger_phrase": self.metadata_trigger_phrase,
+        }
+        return {"title": self.metadata_title or name, **{k: v for k, v in spec.items() if v}}
+
+
+def steps_to_files(last_n_steps: int | None, every: int | None) -> int | None:
+    """save_last_n_steps counts steps; keep the files saved within that many steps."""
+    if not last_n_steps or not every:
+        return None
+    return max(1, math.ceil(last_n_steps / every))
+
+
+@dataclass
+class Saver:
+    """Writes the network files and training states of one run (main process only) and records
+    them in run.json. `metadata(epoch, step)` gives the ss_* keys of a file."""
+
+    options: SaveOptions
+    folder: RunFolder
+    network: object  # LoRANetwork
+    optimizer: object
+    lr_scheduler: object
+    generator: object
+    guard: object  # CollapseGuard
+    group: object  # DatasetGroup
+    record: RunRecord
+    runtime: object
+    metadata: Callable[[int, int], dict]
+    total_steps: int
+    epochs: int
+    enabled: bool = True
+    last_saved: Path | None = None
+    epoch_files: list[Path] = field(default_factory=list)
+
+    @property
+    def writes(self) -> bool:
+        return self.enabled and self.runtime.is_main_process
+
+    def network_file(self, path: Path, epoch: int, step: int) -> Path:
+        if self.writes:
+            self.network.save(
+                path,
+                metadata=self.metadata(epoch, step),
+                precision=_PRECISIONS.get(self.options.save_precision or ""),
+                modelspec=self.options.modelspec(self.folder.name),
+            )
+            self.last_saved = path
+            self.record.add_file(str(path))
+        return path
+
+    def state(self, path: Path, pos: ckpt.Position, epoch: int, done: int) -> None:
+        """A state that resumes at batch `done` of `epoch`."""
+        if self.writes:
+            state = ckpt.TrainState(
+                epoch,
+                pos.step,
+                done,
+                self.group.state(epoch, done).to_dict(),
+                {"losses": pos.losses, "guard": self.guard.state_dict()},
+            )
+            ckpt.save_state(path, self.network, self.optimizer, self.lr_scheduler, self.generator, state)
+        self.runtime.wait_for_everyone()
+
+    def after_step(self, pos: ckpt.Position) -> None:
+        o, f = self.options, self.folder
+        every = o.save_every_n_steps
+        if not every or pos.step % every or pos.step >= self.total_steps:
+            return
+        self.network_file(f.step_file(pos.step), pos.epoch, pos.step)
+        f.prune_step_files(steps_to_files(o.save_last_n_steps, every))
+        if o.save_state:
+            self.state(f.step_state(pos.step), pos, pos.epoch, pos.done)
+            f.prune_step_states(steps_to_files(o.save_last_n_steps_state, every))
+
+    def after_epoch(self, pos: ckpt.Position, last: bool) -> Path | None:
+        """The file saved for this epoch (None if none): on the save schedule, and always the
+        final file at the end."""
+        o, f, epoch = self.options, self.folder, pos.epoch
+        every = o.every_epochs(self.epochs)
+        if last:
+            file = self.network_file(f.final_file, epoch, pos.step)
+            if o.save_state or o.save_state_on_train_end:
+                self.state(f.final_state, pos, epoch + 1, 0)
+            return file
+        if not every or epoch % every:
+            return None
+        file = self.network_file(f.epoch_file(epoch), epoch, pos.step)
+        self.epoch_files.append(file)
+        f.prune_epoch_files(o.save_last_n_epochs)
+        if o.save_state:
+            self.state(f.epoch_state(epoch), pos, epoch + 1, 0)
+            f.prune_epoch_states(o.save_last_n_epochs_state)
+        return file
+
+    def interrupted(self, pos: ckpt.Position) -> Path | None:
+        """Ctrl-C: a state to continue from (none before the first step)."""
+        if pos.step == 0:
+            return None
+        self.state(self.folder.final_state, pos, pos.epoch, pos.done)
+        return self.folder.final_state
