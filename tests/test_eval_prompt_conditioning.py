@@ -243,3 +243,22 @@ def test_cli_prompt_style_and_separate_strengths(tiny_checkpoints, tmp_path, cap
     assert p.extra["Emphasis"] == "None"  # A1111's name for reading brackets as text
     assert main([*common, "--prompt", "a [cat|dog]"]) == 2
     assert "alternation" in capsys.readouterr().err
+
+
+def test_training_previews_read_prompts_as_a1111(tiny_checkpoints, tmp_path):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from lorakit.evaluation.prompts import load_prompts
+    from lorakit.training.previews import make_previews
+
+    model = load_model(tiny_checkpoints["sd1"])
+    lines = [f"{LONG} --d 3 --s 2 --w 32 --h 32", f"{LONG_PLAIN} --d 3 --s 2 --w 32 --h 32"]
+    config = SimpleNamespace(sample_sampler="euler_a", clip_skip=None)
+    files, _ = make_previews(model, torch.nn.Linear(1, 1), load_prompts(lines), config, tmp_path, "x", "e1")
+    weighted, plain = (np.asarray(Image.open(f)).astype(np.int16) for f in files[:2])
+    settings = GenerationSettings(prompt=LONG, sampler="euler_a", steps=2, seed=3, width=32, height=32)
+    expected = Generator(model, cast=False)(settings)[0]
+    assert np.array_equal(weighted, pixels(expected))
+    assert np.abs(weighted - plain).max() > 5
