@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 from eval_helpers import merge_by_hand, write_lora
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from lorakit.cli.main import main
 from lorakit.evaluation import generate as generate_module
-from lorakit.evaluation.generate import GenerationError, GenerationSettings, Generator
+from lorakit.evaluation.generate import GenerationError, GenerationSettings, Generator, settings_for_prompt
 from lorakit.evaluation.pngmeta import addnet_hash, read_parameters
-from lorakit.evaluation.prompts import LoraRef
+from lorakit.evaluation.prompts import LoraRef, PromptSpec
 from lorakit.models.load import load_model
 
 
@@ -60,6 +60,31 @@ def test_weight_zero_is_base_and_weight_w_is_the_delta_merged_at_w(sd1, lora):
     assert np.abs(reference - at_w).max() <= 1  # float rounding of the merge order only
     assert np.abs(base - at_w).max() > 10  # the LoRA does change the image...
     assert np.abs(at_half_w - at_w).max() > 5  # ...by an amount that depends on the weight
+
+
+def test_separate_text_encoder_and_unet_strengths_are_the_parts_of_the_file(sd1, lora, tmp_path):
+    tensors = load_file(lora)
+    parts = {}
+    for part, prefix in (("te", "lora_te_"), ("unet", "lora_unet_")):
+        parts[part] = tmp_path / f"{part}-only.safetensors"
+        save_file({k: v for k, v in tensors.items() if k.startswith(prefix)}, str(parts[part]))
+    generator = Generator(load_model(sd1))
+
+    def image(*loras):
+        return pixels(generator(request(loras=list(loras)))[0])
+
+    te_only, unet_only = image(LoraRef(parts["te"], 0.8)), image(LoraRef(parts["unet"], 0.8))
+    assert np.array_equal(image(LoraRef(lora, 0.8, unet_weight=0.0)), te_only)
+    assert np.array_equal(image(LoraRef(lora, 0.0, unet_weight=0.8)), unet_only)
+    both = image(LoraRef(lora, 0.8, unet_weight=0.4))
+    assert np.array_equal(both, image(LoraRef(parts["te"], 0.8), LoraRef(parts["unet"], 0.4)))
+    base = image()
+    assert min(np.abs(te_only - base).max(), np.abs(unet_only - base).max(), np.abs(both - te_only).max()) > 5
+    # the same from A1111's tag, which the PNG keeps
+    tagged = settings_for_prompt(PromptSpec("a photo of a cat <lora:mylora:0.8:0>"), request(), lora.parent)
+    result = generator(tagged)[0]
+    assert np.array_equal(pixels(result), te_only)
+    assert result.parameters.prompt == "a photo of a cat <lora:mylora:0.8:0>"
 
 
 @pytest.mark.parametrize("sampler", ["Euler a", "DPM++ SDE Karras"])

@@ -94,7 +94,8 @@ def test_lora_tags_are_resolved_and_removed(lora_dir):
     prompt, loras = extract_lora_tags(
         "masterpiece, <lora:mystyle:0.6>, 1girl <lora:alice-000002:0.8:lbw=OUTALL> <lyco:bob>", lora_dir
     )
-    assert prompt == "masterpiece, 1girl"
+    # A1111 cuts out the tag alone: the comma after it stays a token of the encoded prompt
+    assert prompt == "masterpiece, , 1girl"
     assert [(r.path.relative_to(lora_dir).as_posix(), r.weight, r.blocks) for r in loras] == [
         ("style/mystyle.safetensors", 0.6, None),
         ("chars/Alice-000002.safetensors", 0.8, "OUTALL"),
@@ -108,12 +109,43 @@ def test_lora_tags_are_resolved_and_removed(lora_dir):
 def test_lora_tag_errors(lora_dir):
     with pytest.raises(PromptError, match="Did you mean mystyle"):
         extract_lora_tags("<lora:mystyel:1>", lora_dir)
-    with pytest.raises(PromptError, match="separate U-Net strength"):
-        extract_lora_tags("<lora:mystyle:1:0.5>", lora_dir)
-    with pytest.raises(PromptError, match="not supported"):
-        extract_lora_tags("<lora:mystyle:te=1:unet=0.5>", lora_dir)
+    with pytest.raises(PromptError, match="DyLoRA's rank"):
+        extract_lora_tags("<lora:mystyle:1:0.5:8>", lora_dir)
+    with pytest.raises(PromptError, match="start step is not supported"):
+        extract_lora_tags("<lora:mystyle:1:start=10>", lora_dir)
+    with pytest.raises(PromptError, match="unknown setting 'unte='"):
+        extract_lora_tags("<lora:mystyle:unte=1>", lora_dir)
+    with pytest.raises(PromptError, match="two block-weight settings"):
+        extract_lora_tags("<lora:mystyle:1:OUTALL:lbw=INS>", lora_dir)
+    with pytest.raises(PromptError, match="'x' is not a number"):
+        extract_lora_tags("<lora:mystyle:1:unet=x>", lora_dir)
     with pytest.raises(PromptError, match="--lora-dir"):
         extract_lora_tags("<lora:mystyle:1>", None)
+
+
+@pytest.mark.parametrize(
+    "tag, te, unet, blocks",
+    [
+        ("<lora:mystyle:0.8:0.5>", 0.8, 0.5, None),  # A1111: positional TE then U-Net
+        ("<lora:mystyle:0.8>", 0.8, 0.8, None),  # one number: both
+        ("<lora:mystyle:unet=0.3>", 1.0, 0.3, None),  # TE stays at its default 1
+        ("<lora:mystyle:te=0.4>", 0.4, 0.4, None),  # U-Net defaults to the TE strength
+        ("<lora:mystyle:te=0.2:unet=0:lbw=OUTALL>", 0.2, 0.0, "OUTALL"),
+        (
+            "<lora:mystyle:1:0:lbw=1,0,0,0,0,0,0,0,1,1,1,1,1,1,1,1,1>",
+            1.0,
+            0.0,
+            "1,0,0,0,0,0,0,0,1,1,1,1,1,1,1,1,1",
+        ),
+        ("<lora:mystyle:0.7:0.6:INS>", 0.7, 0.6, "INS"),
+    ],
+)
+def test_separate_text_encoder_and_unet_strengths(lora_dir, tag, te, unet, blocks):
+    _, (ref,) = extract_lora_tags(f"a cat {tag}", lora_dir)
+    assert (ref.weight, ref.unet, ref.blocks) == (te, unet, blocks)
+    # the tag written into the PNG reads back to the same strengths
+    _, (again,) = extract_lora_tags(ref.tag(), lora_dir)
+    assert (again.weight, again.unet, again.blocks) == (te, unet, blocks)
 
 
 def test_lora_option(lora_dir):
@@ -122,6 +154,11 @@ def test_lora_option(lora_dir):
     ref = parse_lora_option(f"{path}:0.75:OUTS")
     assert (ref.path, ref.weight, ref.blocks) == (path, 0.75, "OUTS")
     assert parse_lora_option(f"{path}:-0.5").weight == -0.5
+    ref = parse_lora_option(f"{path}:1:0.25")
+    assert (ref.weight, ref.unet, ref.blocks) == (1.0, 0.25, None)
+    ref = parse_lora_option(f"{path}:unet=0:lbw=OUTALL")
+    assert (ref.weight, ref.unet, ref.blocks) == (1.0, 0.0, "OUTALL")
+    assert ref.tag() == "<lora:mystyle:1:0:lbw=OUTALL>"
     with pytest.raises(PromptError, match="does not exist"):
         parse_lora_option(str(lora_dir / "nope.safetensors") + ":1")
     with pytest.raises(PromptError, match="not a number"):

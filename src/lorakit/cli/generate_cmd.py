@@ -27,7 +27,11 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_generation_options(p: argparse.ArgumentParser, batch: bool = True) -> None:
-    p.add_argument("--prompt", help="The prompt. It may hold A1111 tags like <lora:name:0.8>.")
+    p.add_argument(
+        "--prompt",
+        help="The prompt, written as for A1111: (word:1.2) emphasis, BREAK, any length, and tags "
+        "like <lora:name:0.8>.",
+    )
     p.add_argument(
         "--prompts",
         help="A prompt file as sd-scripts reads it (.txt, .toml or .json; lines like "
@@ -38,9 +42,22 @@ def add_generation_options(p: argparse.ArgumentParser, batch: bool = True) -> No
         "--lora",
         action="append",
         default=[],
-        metavar="FILE[:WEIGHT[:BLOCKS]]",
-        help="A LoRA/LyCORIS file to apply, with its weight (default 1) and optional A1111 block "
-        "weights (a preset like OUTALL or 17/26 numbers for SD1, 12/20 for SDXL). Repeat for more.",
+        metavar="FILE[:WEIGHT[:UNET]][:BLOCKS]",
+        help="A LoRA/LyCORIS file to apply, with its weight (default 1), optionally a separate U-Net "
+        "weight (the first weight then applies to the text encoder only, as A1111's "
+        "<lora:name:TE:UNET>; te=, unet= and lbw= work too) and A1111 block weights (a preset like "
+        "OUTALL or 17/26 numbers for SD1, 12/20 for SDXL). Repeat for more.",
+    )
+    p.add_argument(
+        "--prompt-style",
+        "--prompt_style",
+        default="a1111",
+        choices=["a1111", "comfy", "plain"],
+        help="How prompts are read. a1111 (default): as A1111 reads them: (word) x1.1, [word] /1.1, "
+        "(word:1.3), BREAK, prompts of any length in chunks of 75 tokens. comfy: the same grammar and "
+        "chunks, weighted as ComfyUI weighs: each weighted word is pushed away from the empty prompt "
+        "instead of A1111's rescaling of each chunk to its old mean. plain: brackets and BREAK are "
+        "ordinary text (A1111's 'Emphasis: None').",
     )
     p.add_argument("--lora-dir", "--lora_dir", help="Folder where <lora:name> tags in prompts are looked up.")
     p.add_argument(
@@ -111,6 +128,7 @@ def base_settings(args: argparse.Namespace):
         batch=getattr(args, "batch", 1),
         clip_skip=args.clip_skip or 1,
         loras=[parse_lora_option(text) for text in args.lora],
+        prompt_style=args.prompt_style,
     )
 
 

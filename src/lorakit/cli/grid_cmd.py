@@ -9,7 +9,7 @@ from .generate_cmd import add_generation_options, add_model_options, base_settin
 
 AXIS_HELP = (
     "KIND=VALUES, values separated by commas. Kinds: lora (files or globs, ordered by epoch; 'none' "
-    "for no LoRA), weight, prompt (search/replace: the first value is replaced by each), sampler, "
+    "for no LoRA), weight (one strength for text encoder and U-Net), prompt (search/replace: the first value is replaced by each), sampler, "
     "cfg, steps, seed, blocks (block-weight presets; put a vector in quotes). Ranges: '0-1 [5]', '0.2-1 (+0.2)'."
 )
 

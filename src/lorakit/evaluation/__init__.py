@@ -2,7 +2,8 @@
 and weight. Modules: `samplers` (A1111 names -> diffusers schedulers), `prompts` (sd-scripts
 prompt files, `<lora:...>` tags), `pngmeta` (A1111 "parameters" chunk), `generate` (one pipeline
 per model), `grid` (axes, cells; `lorakit grid --run` reads the run through `lorakit.runs`), `drawing`
-(the labelled PNG), `networks_adapter` (the only use of `lorakit.networks`)."""
+(the labelled PNG), `networks_adapter` (the only use of `lorakit.networks`). Prompts become
+conditioning in `lorakit.models.prompt_conditioning` (A1111's emphasis, chunks and weighting)."""
 
 from .generate import (
     GeneratedImage,

@@ -20,6 +20,7 @@ from PIL import Image
 from ..errors import LorakitError
 from ..models.load import load_model
 from ..models.model import StableDiffusionModel
+from ..models.prompt_conditioning import encode_prompts, parse
 from ..utils.files import a1111_hashes, atomic_path
 from .networks_adapter import NetworkSwitcher
 from .pngmeta import GenerationParameters, addnet_hash, png_info
@@ -53,6 +54,7 @@ class GenerationSettings:
     batch: int = 1
     clip_skip: int = 1  # A1111's "Clip skip": 1 uses the last layer, 2 the one before
     loras: list[LoraRef] = field(default_factory=list)
+    prompt_style: str = "a1111"  # how emphasis, BREAK and long prompts are read: a1111 | comfy | plain
 
 
 @dataclass
@@ -167,6 +169,8 @@ class Generator:
         layers = self.model.text_encoders[0].config.num_hidden_layers
         if s.clip_skip > layers:
             raise GenerationError(f"clip skip {s.clip_skip} is more than the text encoder's {layers} layers.")
+        parse(s.prompt, s.prompt_style)  # a bad weight or A1111 prompt editing fails here
+        parse(s.negative_prompt, s.prompt_style, negative=True)
         return s
 
     def parameters(self, s: GenerationSettings, seed: int) -> GenerationParameters:
@@ -187,6 +191,7 @@ class Generator:
             model=self.model_name or None,
             clip_skip=s.clip_skip if not self.model.family.is_xl else None,
             lora_hashes=hashes,
+            extra=_style_parameters(s),
         )
 
     @torch.no_grad()
@@ -204,14 +209,7 @@ class Generator:
             kwargs["timesteps"] = timesteps
         else:
             kwargs["num_inference_steps"] = s.steps
-        if s.clip_skip > 1:
-            if self.model.family.is_xl:
-                log.info("Clip skip is not used for SDXL (as in A1111); ignoring %d", s.clip_skip)
-            else:
-                kwargs["prompt_embeds"] = self._encode(s.prompt, s.clip_skip)
-                kwargs["negative_prompt_embeds"] = self._encode(s.negative_prompt, s.clip_skip)
-        if "prompt_embeds" not in kwargs:
-            kwargs.update(prompt=s.prompt, negative_prompt=s.negative_prompt)
+        kwargs.update(self.conditioning(s))
         images = self.pipe(
             guidance_scale=s.cfg,
             width=s.width,
@@ -224,21 +222,16 @@ class Generator:
         ).images
         return [GeneratedImage(image, seed, self.parameters(s, seed)) for image, seed in zip(images, seeds)]
 
-    def _encode(self, text: str, clip_skip: int) -> torch.Tensor:
-        """SD1/SD2 prompt embedding with A1111's clip skip: the hidden state `clip_skip` layers from
-        the end, through the final layer norm (diffusers' own clip_skip path breaks on
-        transformers 5, whose CLIPTextModel has no `text_model`)."""
-        tokenizer, encoder = self.model.tokenizers[0], self.model.text_encoders[0]
-        ids = tokenizer(
-            text,
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids.to(self.device)
-        hidden = encoder(ids, output_hidden_states=True).hidden_states[-clip_skip]
-        norm = getattr(encoder, "text_model", encoder).final_layer_norm
-        return norm(hidden)
+    def conditioning(self, s: GenerationSettings) -> dict[str, torch.Tensor]:
+        """The pipeline's text inputs: prompt and negative prompt encoded as A1111 encodes them (or
+        in `s.prompt_style`), with clip skip, any length, SDXL's pooled embeddings included."""
+        if s.clip_skip > 1 and self.model.family.is_xl:
+            log.info("Clip skip is not used for SDXL (as in A1111); ignoring %d", s.clip_skip)
+        cond, uncond = encode_prompts(self.model, s.prompt, s.negative_prompt, s.prompt_style, s.clip_skip)
+        kwargs = {"prompt_embeds": cond.hidden, "negative_prompt_embeds": uncond.hidden}
+        if cond.pooled is not None:
+            kwargs.update(pooled_prompt_embeds=cond.pooled, negative_pooled_prompt_embeds=uncond.pooled)
+        return kwargs
 
     def _initial_latents(self, s: GenerationSettings, generators: list[torch.Generator]) -> torch.Tensor:
         factor = self.pipe.vae_scale_factor
@@ -249,6 +242,17 @@ class Generator:
     def close(self) -> None:
         """Take the networks out of the model (the base weights come back exactly)."""
         self.networks.clear()
+
+
+def _style_parameters(s: GenerationSettings) -> dict[str, str]:
+    """What A1111 needs to read the prompt the same way: "Emphasis: None" is A1111's own name for
+    plain text; ComfyUI's weighting has no A1111 setting, so it is only named."""
+    texts = (s.prompt, s.negative_prompt)
+    if s.prompt_style == "plain" and any("(" in t or "[" in t or "BREAK" in t for t in texts):
+        return {"Emphasis": "None"}
+    if s.prompt_style == "comfy":
+        return {"Prompt style": "comfy"}
+    return {}
 
 
 def _model_name(model: StableDiffusionModel) -> str:

@@ -243,11 +243,12 @@ def cell_settings(
         targets = s.loras
     if weight is not None or blocks is not None:
         for i, lora in enumerate(s.loras):
-            if lora in targets:
-                s.loras[i] = LoraRef(
-                    lora.path,
-                    weight if weight is not None else lora.weight,
-                    blocks if blocks is not None else lora.blocks,
+            if lora in targets:  # a weight axis sets one strength for the text encoder and U-Net
+                s.loras[i] = replace(
+                    lora,
+                    weight=weight if weight is not None else lora.weight,
+                    unet_weight=None if weight is not None else lora.unet_weight,
+                    blocks=blocks if blocks is not None else lora.blocks,
                 )
     return s
 
@@ -303,7 +304,7 @@ def run_grid(
             generator.networks.check(lora)
     # cells with the same networks one after another: fewer merges
     order = sorted(
-        cells, key=lambda c: tuple((str(r.path), r.weight, str(r.blocks)) for r in c.settings.loras)
+        cells, key=lambda c: tuple((str(r.path), r.weight, r.unet, str(r.blocks)) for r in c.settings.loras)
     )
     for n, cell in enumerate(order, 1):
         log.info("cell %d/%d: %s", n, len(cells), _describe(cell, x, y, z))

@@ -34,12 +34,12 @@ class NetworkSwitcher:
         return self._files[path]
 
     def use(self, loras: Sequence[LoraRef]) -> None:
-        key = tuple((str(Path(r.path).resolve()), float(r.weight), r.blocks) for r in loras)
+        key = tuple((str(Path(r.path).resolve()), float(r.weight), r.unet, r.blocks) for r in loras)
         if key == self._key:
             return
         self.clear()
         if loras:
-            specs = [NetworkSpec(self._file(r.path), r.weight, r.blocks) for r in loras]
+            specs = [NetworkSpec(self._file(r.path), r.weight, r.blocks, r.unet_weight) for r in loras]
             self._merged = merge_networks(self.model, specs)
             self.merges += 1
         self._key = key

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..errors import LorakitError
+from ..models.prompt_syntax import PromptError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,30 +35,34 @@ DEFAULT_CFG = 7.5
 NETWORK_SUFFIXES = (".safetensors", ".pt", ".ckpt")
 
 
-class PromptError(LorakitError):
-    """A prompt, prompt file or `<lora:...>` tag lorakit cannot use."""
-
-
 @dataclass
 class LoraRef:
-    """One network to apply: file, strength, and an optional A1111 block-weight vector/preset."""
+    """One network to apply: file, strength, an optional A1111 block-weight vector/preset, and an
+    optional separate U-Net strength (A1111's `<lora:name:TE:UNET>`; `weight` is then the text
+    encoder's)."""
 
     path: Path
     weight: float = 1.0
     blocks: str | None = None
+    unet_weight: float | None = None
 
     @property
     def name(self) -> str:
         return self.path.stem
 
+    @property
+    def unet(self) -> float:
+        """The U-Net's strength."""
+        return self.weight if self.unet_weight is None else self.unet_weight
+
     def tag(self) -> str:
         """The A1111 prompt tag that reproduces this network (LBW extension syntax for blocks)."""
-        weight = f"{self.weight:g}"
-        return (
-            f"<lora:{self.name}:{weight}:lbw={self.blocks}>"
-            if self.blocks
-            else f"<lora:{self.name}:{weight}>"
-        )
+        parts = [self.name, f"{self.weight:g}"]
+        if self.unet != self.weight:
+            parts.append(f"{self.unet:g}")
+        if self.blocks:
+            parts.append(f"lbw={self.blocks}")
+        return f"<lora:{':'.join(parts)}>"
 
 
 @dataclass
@@ -214,18 +218,16 @@ _TAG = re.compile(r"<(lora|lyco):([^>]+)>", re.IGNORECASE)
 
 
 def extract_lora_tags(prompt: str, lora_dir: str | Path | None) -> tuple[str, list[LoraRef]]:
-    """The prompt without its `<lora:name:weight>` tags, and the networks they name.
+    """The prompt without its `<lora:...>` tags, and the networks they name.
 
     Accepted like A1111 and its LoRA Block Weight extension: `<lora:name>`, `<lora:name:0.8>`,
-    `<lora:name:0.8:lbw=OUTALL>`, `<lora:name:0.8:OUTALL>`, `<lora:name:0.8:1,0,0,...>`; `<lyco:...>`
-    too. `name` is a file stem under `lora_dir` (searched recursively) or a path.
+    `<lora:name:TE:UNET>`, `<lora:name:te=0.8:unet=0.5>`, `<lora:name:0.8:lbw=OUTALL>`,
+    `<lora:name:0.8:OUTALL>`, `<lora:name:0.8:1,0,0,...>`; `<lyco:...>` too. `name` is a file stem
+    under `lora_dir` (searched recursively) or a path. A tag is cut out and nothing else, as A1111
+    does, so the commas around it stay: they are tokens of the prompt A1111 encodes.
     """
-    loras = []
-    for m in _TAG.finditer(prompt):
-        loras.append(_parse_tag(m[0], m[2], lora_dir))
-    text = _TAG.sub("", prompt)
-    text = re.sub(r"\s*,\s*(,\s*)+", ", ", text)
-    return re.sub(r"\s{2,}", " ", text).strip(" ,"), loras
+    loras = [_parse_tag(m[0], m[2], lora_dir) for m in _TAG.finditer(prompt)]
+    return re.sub(r"\s{2,}", " ", _TAG.sub("", prompt)).strip(), loras
 
 
 def _parse_tag(tag: str, body: str, lora_dir) -> LoraRef:
@@ -234,38 +236,54 @@ def _parse_tag(tag: str, body: str, lora_dir) -> LoraRef:
     # a Windows path ("C:\x\y") was split at its drive colon
     if len(name) == 1 and rest and rest[0].startswith(("\\", "/")):
         name, rest = f"{name}:{rest[0]}", rest[1:]
-    named = {}
-    positional = []
-    for p in rest:
-        key, eq, value = p.partition("=")
-        if eq and not re.fullmatch(r"[\d.,\s\-]+", p):
+    weight, unet, blocks = lora_strengths(rest, tag)
+    return LoraRef(resolve_lora(name, lora_dir), weight, blocks, unet)
+
+
+_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_UNSUPPORTED = {
+    "dyn": "'dyn' (DyLoRA's rank)",
+    "start": "LBW's start step",
+    "stop": "LBW's stop step",
+    "step": "LBW's step range",
+}
+
+
+def lora_strengths(parts: list[str], where: str) -> tuple[float, float | None, str | None]:
+    """(text-encoder strength, U-Net strength or None for the same, block weights) from the parts
+    after the name, read as A1111 and the LBW extension read them: positional TE, UNET (UNET
+    defaults to TE), named `te=`, `unet=`, `lbw=`; a part that is not a number is the blocks."""
+    named, numbers, blocks = {}, [], None
+    for part in parts:
+        key, eq, value = part.partition("=")
+        if eq:
             named[key.strip().lower()] = value.strip()
+        elif _FLOAT.fullmatch(part) or not numbers:
+            numbers.append(_strength(part, where))
+        elif blocks is None:
+            blocks = part
         else:
-            positional.append(p)
-    if set(named) & {"te", "unet", "dyn", "start", "stop", "step"}:
-        raise PromptError(
-            f"{tag}: separate text-encoder/U-Net strengths, 'dyn' and start/stop steps are not supported. "
-            "Use <lora:name:WEIGHT> or <lora:name:WEIGHT:lbw=BLOCKS>; the first block value (BASE) "
-            "scales the text encoder."
-        )
-    weight = 1.0
-    if positional:
-        try:
-            weight = float(positional[0])
-        except ValueError as e:
-            raise PromptError(f"{tag}: the weight '{positional[0]}' is not a number.") from e
-    blocks = named.get("lbw")
-    if len(positional) > 1:
-        if blocks is not None or len(positional) > 2:
-            raise PromptError(f"{tag}: too many parts; use <lora:name:WEIGHT:lbw=BLOCKS>.")
-        third = positional[1]
-        if re.fullmatch(r"-?[\d.]+", third):
-            raise PromptError(
-                f"{tag}: a third number is A1111's separate U-Net strength, which lorakit does not "
-                "support. Use a block-weight vector instead: <lora:name:WEIGHT:lbw=BASE,IN01,...>."
-            )
-        blocks = third
-    return LoraRef(resolve_lora(name, lora_dir), weight, blocks)
+            raise PromptError(f"{where}: too many parts; write NAME:TE[:UNET][:lbw=BLOCKS].")
+    for key in named:
+        if key in _UNSUPPORTED:
+            raise PromptError(f"{where}: {_UNSUPPORTED[key]} is not supported; leave '{key}=' out.")
+        if key not in ("te", "unet", "lbw"):
+            raise PromptError(f"{where}: unknown setting '{key}='; use te=, unet= or lbw=.")
+    if len(numbers) > 2:
+        raise PromptError(f"{where}: a third number is {_UNSUPPORTED['dyn']}, which is not supported.")
+    if blocks is not None and "lbw" in named:
+        raise PromptError(f"{where}: two block-weight settings; keep lbw=BLOCKS only.")
+    te = _strength(named["te"], where) if "te" in named else (numbers[0] if numbers else 1.0)
+    unet = numbers[1] if len(numbers) > 1 else None
+    if "unet" in named:
+        unet = _strength(named["unet"], where)
+    return te, (None if unet == te else unet), named.get("lbw", blocks) or None
+
+
+def _strength(text: str, where: str) -> float:
+    if not _FLOAT.fullmatch(text.strip()):
+        raise PromptError(f"{where}: the weight '{text}' is not a number.")
+    return float(text)
 
 
 def resolve_lora(name: str, lora_dir: str | Path | None) -> Path:
@@ -295,23 +313,17 @@ def resolve_lora(name: str, lora_dir: str | Path | None) -> Path:
 
 
 def parse_lora_option(text: str) -> LoraRef:
-    """`--lora FILE[:WEIGHT[:BLOCKS]]`. FILE may contain ':' (Windows drive), so the split is
-    decided by which prefix is an existing file."""
+    """`--lora FILE[:TE[:UNET]][:BLOCKS]`, with the tag's named forms too (`FILE:unet=0.5`). FILE
+    may contain ':' (Windows drive), so the split is decided by which prefix is an existing file."""
     if Path(text).is_file():
         return LoraRef(Path(text))
     pieces = text.split(":")
     for cut in range(len(pieces) - 1, 0, -1):
-        head, tail = ":".join(pieces[:cut]), pieces[cut:]
-        if not Path(head).is_file():
-            continue
-        if len(tail) > 2:
-            break
-        try:
-            weight = float(tail[0])
-        except ValueError as e:
-            raise PromptError(f"--lora {text}: the weight '{tail[0]}' is not a number.") from e
-        blocks = tail[1].removeprefix("lbw=") if len(tail) == 2 else None
-        return LoraRef(Path(head), weight, blocks or None)
+        head = ":".join(pieces[:cut])
+        if Path(head).is_file():
+            weight, unet, blocks = lora_strengths(pieces[cut:], f"--lora {text}")
+            return LoraRef(Path(head), weight, blocks, unet)
     raise PromptError(
-        f"--lora {text}: the file does not exist. Write FILE, FILE:WEIGHT or FILE:WEIGHT:BLOCKS."
+        f"--lora {text}: the file does not exist. Write FILE, FILE:WEIGHT, FILE:TE:UNET or "
+        "FILE:WEIGHT:BLOCKS."
     )

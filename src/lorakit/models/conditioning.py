@@ -49,22 +49,32 @@ def _to_chunks(ids: torch.Tensor, tokenizer) -> torch.Tensor:
     return torch.cat(chunks, dim=1)
 
 
+def layers(model: StableDiffusionModel, clip_skip: int | None = None) -> list[tuple[int | None, bool]]:
+    """(hidden-state layer, final layer norm?) per text encoder: SD1/SD2 the last layer, or
+    `clip_skip` layers from the end through the final norm; SDXL the penultimate of both, no norm."""
+    if model.family.is_xl:
+        return [(-2, False), (-2, False)]
+    return [(None if not clip_skip or clip_skip <= 1 else -clip_skip, True)]
+
+
+def hidden_states(encoder, ids: torch.Tensor, layer: int | None, final_norm: bool):
+    """(hidden states of `layer` (negative index; None = last) for [N, 77] ids, the encoder's
+    output, which holds SDXL's pooled `text_embeds`)."""
+    out = encoder(ids.to(encoder.device), output_hidden_states=layer is not None)
+    if layer is None:
+        return out.last_hidden_state, out
+    hidden = out.hidden_states[layer]
+    if final_norm:
+        norm = getattr(encoder, "text_model", encoder).final_layer_norm
+        hidden = norm(hidden)
+    return hidden, out
+
+
 def _run(encoder, ids: torch.Tensor, layer: int | None, final_norm: bool):
-    """Hidden states of `layer` (negative index; None = last) for [B, n·77] ids, chunks joined."""
+    """Hidden states of `layer` for [B, n·77] ids, chunks joined sd-scripts' way."""
     batch, total = ids.shape
     chunks = total // (CHUNK + 2)
-    flat = ids.reshape(batch * chunks, CHUNK + 2).to(encoder.device)
-    out = encoder(flat, output_hidden_states=layer is not None)
-    if layer is None:
-        hidden = out.last_hidden_state
-    else:
-        hidden = out.hidden_states[layer]
-        if final_norm:
-            hidden = (
-                encoder.final_layer_norm(hidden)
-                if hasattr(encoder, "final_layer_norm")
-                else encoder.text_model.final_layer_norm(hidden)
-            )
+    hidden, out = hidden_states(encoder, ids.reshape(batch * chunks, CHUNK + 2), layer, final_norm)
     hidden = hidden.reshape(batch, chunks * (CHUNK + 2), -1)
     if chunks > 1:  # keep the first start token, the middle of every chunk, and the last end token
         parts = [hidden[:, :1]]
@@ -79,15 +89,15 @@ def encode(
     model: StableDiffusionModel, token_ids: list[torch.Tensor], clip_skip: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(encoder hidden states for the U-Net, pooled text embedding for SDXL or None)."""
+    runs = [
+        _run(encoder, ids, layer, norm)
+        for encoder, ids, (layer, norm) in zip(model.text_encoders, token_ids, layers(model, clip_skip))
+    ]
     if not model.family.is_xl:
-        encoder = model.text_encoders[0]
-        layer = None if not clip_skip or clip_skip <= 1 else -clip_skip
-        hidden, _, _ = _run(encoder, token_ids[0], layer, final_norm=True)
-        return hidden, None
-    first, _, _ = _run(model.text_encoders[0], token_ids[0], -2, final_norm=False)
-    second, out, chunks = _run(model.text_encoders[1], token_ids[1], -2, final_norm=False)
+        return runs[0][0], None
+    _, out, chunks = runs[1]
     pooled = out.text_embeds.reshape(token_ids[1].shape[0], chunks, -1)[:, 0]  # the first chunk's pool
-    return torch.cat([first, second], dim=-1), pooled
+    return torch.cat([run[0] for run in runs], dim=-1), pooled
 
 
 def sdxl_time_ids(original_size, crop_top_left, target_size, dtype=torch.float32) -> torch.Tensor:

@@ -21,11 +21,14 @@ from .reading import NetworkFile, load_network
 @dataclass
 class NetworkSpec:
     """One network to apply: a file (or loaded NetworkFile), its strength, optional LBW vector
-    (17/26 values SD1, 12/20 SDXL, or a preset name such as "OUTALL")."""
+    (17/26 values SD1, 12/20 SDXL, or a preset name such as "OUTALL"), and optionally a separate
+    strength for the U-Net (A1111's `<lora:name:TE:UNET>`; `multiplier` then scales the text
+    encoders only)."""
 
     network: str | Path | NetworkFile
     multiplier: float = 1.0
     block_weights: str | Sequence[float] | None = None
+    unet_multiplier: float | None = None
 
 
 def _spec(item) -> NetworkSpec:
@@ -43,9 +46,14 @@ def _loaded(model, network: str | Path | NetworkFile) -> NetworkFile:
     return load_network(source, model=model)
 
 
-def layer_strength(layer, multiplier: float, blocks: dict[str, float] | None) -> float:
+def layer_strength(
+    layer, multiplier: float, blocks: dict[str, float] | None, unet_multiplier: float | None = None
+) -> float:
     """Strength x the block weight of the layer's LBW block (BASE for the text encoders); layers
-    outside every block (time embedding, out) take the strength alone."""
+    outside every block (time embedding, out) take the strength alone. U-Net layers take
+    `unet_multiplier` instead of `multiplier` when it is given."""
+    if unet_multiplier is not None and layer.part == "unet":
+        multiplier = unet_multiplier
     if blocks is None or not layer.lbw:
         return multiplier
     return multiplier * blocks.get(layer.lbw, 0.0)
@@ -92,7 +100,7 @@ class MergedNetworks:
                 layer = net.layers[name]
                 weight = layer.module.weight
                 _, original = self._originals.setdefault(id(weight), (weight, weight.detach().clone()))
-                strength = layer_strength(layer, spec.multiplier, blocks)
+                strength = layer_strength(layer, spec.multiplier, blocks, spec.unet_multiplier)
                 if strength == 0:
                     continue
                 # each network's delta is taken against the original weight, as A1111 does

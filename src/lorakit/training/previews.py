@@ -1,7 +1,8 @@
 """Preview images during training, from an sd-scripts prompt file, with the network applied.
 
-Previews use the evaluation package's generator (A1111 sampler names, the parameters chunk in
-each PNG) over the model being trained, without casting or copying it. Random state is saved
+Previews use the evaluation package's generator (A1111 sampler names, prompts read as A1111
+reads them: emphasis, BREAK, any length; the parameters chunk in each PNG) over the model being
+trained, without casting or copying it, so a preview matches what A1111 draws from that line. Random state is saved
 and restored around them, so previews never change the training run.
 """
 
