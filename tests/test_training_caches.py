@@ -47,14 +47,14 @@ def test_text_encoder_outputs_cached_to_disk_are_written_once_and_read_by_the_ne
         assert npz["hidden_state1"].shape[-1] + npz["hidden_state2"].shape[-1] == width
     written = {f: f.stat().st_mtime_ns for f in files}
 
-    assert main(["train", str(config), "--output_name", "again"]) == 0
+    assert main(["train", str(config), "--output_dir", str(tmp_path / "o2")]) == 0
     second = capsys.readouterr().out
     assert "text encoder outputs: 0 captions encoded, 3 reused from disk" in second
     assert {f: f.stat().st_mtime_ns for f in files} == written
 
     # a caption changed: that image alone is encoded again
     (tmp_path / "train" / "1_sks star" / "1.txt").write_text("sks, a new caption")
-    assert main(["train", str(config), "--output_name", "third"]) == 0
+    assert main(["train", str(config), "--output_dir", str(tmp_path / "o3")]) == 0
     assert "text encoder outputs: 1 captions encoded, 2 reused from disk" in capsys.readouterr().out
 
 
@@ -102,7 +102,7 @@ def test_dim_from_weights_takes_each_modules_rank_from_the_file(tiny_checkpoints
         {
             "network_weights": str(shaped),
             "dim_from_weights": True,
-            "output_name": "continued",
+            "output_dir": str(tmp_path / "o2"),
             "network_dim": 32,
         },
     )

@@ -125,7 +125,7 @@ def test_previews_every_epoch_with_parameters_and_no_effect_on_training(tiny_che
 def test_black_and_uniform_previews_are_recognised():
     import numpy as np
 
-    from lorakit.training.watch import preview_problem
+    from lorakit.evaluation.generate import blank_picture as preview_problem
 
     assert preview_problem(np.zeros((8, 8, 3), np.uint8)) == "black"
     assert preview_problem(np.full((8, 8, 3), 128, np.uint8)) == "uniform"

@@ -61,11 +61,12 @@ def test_resumed_run_equals_the_uninterrupted_run(tiny_checkpoints, tmp_path, mo
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_file(tiny_checkpoints, tmp_path):
-    # epoch 1 runs at lr 0 (warm-up start) and is saved; then an absurd rate blows the network up
+    # epoch 1 (2 steps) trains at lr 1e-3 and is saved; then the rate jumps to 1e12 and blows the
+    # network up (the schedule is torch's MultiStepLR through lr_scheduler_type)
     absurd = {
-        "learning_rate": 1e12,
-        "lr_scheduler": "constant_with_warmup",
-        "lr_warmup_steps": 1000,
+        "learning_rate": 1e-3,
+        "lr_scheduler_type": "torch.optim.lr_scheduler.MultiStepLR",
+        "lr_scheduler_args": ["milestones=[2]", "gamma=1e15"],
         "max_grad_norm": 0,
     }
     config = load_config(

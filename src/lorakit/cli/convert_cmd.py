@@ -40,11 +40,13 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..models.load import load_model
     from ..models.save import save_diffusers, save_single_file
+    from ..utils.files import refuse_input
 
     output = Path(args.output)
     layout = args.to or ("single-file" if output.suffix.lower() == ".safetensors" else "diffusers")
     if layout == "single-file" and output.suffix.lower() != ".safetensors":
         output = output.with_suffix(".safetensors")
+    refuse_input(output, [args.input, args.vae])
     model = load_model(args.input, vae=args.vae, v_parameterization=args.v_parameterization)
     print(f"loaded {model.family.label} ({model.prediction_type}) from {args.input}")
     if layout == "single-file":

@@ -4,6 +4,7 @@ PNG the way A1111 writes them."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -147,7 +148,7 @@ def prompt_specs(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import LorakitError
-    from ..evaluation.generate import open_generator, save_images, settings_for_prompt
+    from ..evaluation.generate import BLANK_ADVICE, open_generator, save_images, settings_for_prompt
 
     if not args.model:
         raise LorakitError("--model is required: the base model to generate with.")
@@ -164,7 +165,10 @@ def run(args: argparse.Namespace) -> int:
             generator.networks.check(lora)
     out = Path(args.out)
     for request in requests:
-        for path in save_images(generator(request), out):
+        images = generator(request)
+        for path, image in zip(save_images(images, out), images):
             print(path)
+            if image.problem:
+                print(f"warning: {path.name} is {image.problem}: {BLANK_ADVICE}.", file=sys.stderr)
     generator.close()
     return 0

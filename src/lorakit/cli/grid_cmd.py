@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .generate_cmd import add_generation_options, add_model_options, base_settings, prompt_specs
@@ -50,7 +51,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import LorakitError
-    from ..evaluation.generate import open_generator, settings_for_prompt
+    from ..evaluation.generate import BLANK_ADVICE, open_generator, settings_for_prompt
     from ..evaluation.grid import parse_axis, run_axes, run_grid
     from ..evaluation.prompts import load_prompts
     from ..runs import load_run, loss_table
@@ -110,4 +111,10 @@ def run(args: argparse.Namespace) -> int:
             font_size=args.font_size,
         )
         print(f"{result.path}  ({result.image.size[0]}x{result.image.size[1]}, {len(result.cells)} cells)")
+        blank = [c for c in result.cells if c.image is not None and c.image.problem]
+        for cell in blank:
+            print(
+                f"warning: cell {cell.file.name if cell.file else cell.x} is {cell.image.problem}: {BLANK_ADVICE}.",
+                file=sys.stderr,
+            )
     return 0

@@ -9,7 +9,6 @@ together.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DatasetError
+from ..utils.suggest import closest
 from .problems import Problems
 from .schema import DATASET, GENERAL, KEYS, LEVEL_NAMES, SUBSET, TOP_LEVEL, parse_resolution
 
@@ -117,11 +117,6 @@ def key_default(name: str) -> Any:
     raise KeyError(name)
 
 
-def nearest_key(name: str, candidates) -> str | None:
-    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
-    return match[0] if match else None
-
-
 def _check_table(table: Mapping, level: str, where: str, errors: list[str]) -> dict:
     """Validate one table's keys and values; return the parsed values."""
     out = {}
@@ -130,9 +125,9 @@ def _check_table(table: Mapping, level: str, where: str, errors: list[str]) -> d
         if key is None:
             if level == DATASET and name == "subsets":
                 continue
-            hint = nearest_key(name, [k for k, v in KEYS.items() if level in v.levels])
+            hint = closest(name, [k for k, v in KEYS.items() if level in v.levels])
             if hint is None:
-                hint = nearest_key(name, KEYS)
+                hint = closest(name, KEYS)
             msg = f"{where}: unknown key '{name}'."
             errors.append(msg + (f" Did you mean '{hint}'?" if hint else " Remove it or check its spelling."))
             continue
@@ -156,7 +151,7 @@ def parse_options(options: Mapping, errors: list[str]) -> dict:
     out = {}
     for name, value in options.items():
         if name not in KEYS or name in NOT_OPTIONS:
-            hint = nearest_key(name, [k for k in KEYS if k not in NOT_OPTIONS])
+            hint = closest(name, [k for k in KEYS if k not in NOT_OPTIONS])
             errors.append(
                 f"option: unknown dataset option '{name}'." + (f" Did you mean '{hint}'?" if hint else "")
             )
@@ -190,7 +185,7 @@ def config_from_dict(
         raise DatasetError(f"{source}: the file must contain tables [general] and [[datasets]].")
     for name in raw:
         if name not in TOP_LEVEL:
-            hint = nearest_key(name, TOP_LEVEL)
+            hint = closest(name, TOP_LEVEL)
             if hint is None and name in KEYS:
                 hint = "general"
                 errors.append(f"{source}: '{name}' is outside any table; put it under [general].")
@@ -271,8 +266,11 @@ def dataset_value_errors(ds: DatasetConfig) -> list[str]:
     errors = []
     if ds.batch_size < 1:
         errors.append("batch_size must be 1 or more.")
-    if ds.bucket_reso_steps < 1:
-        errors.append("bucket_reso_steps must be 1 or more (64 is usual).")
+    if ds.bucket_reso_steps < 8 or ds.bucket_reso_steps % 8:
+        errors.append(
+            f"bucket_reso_steps must be a multiple of 8 (64 is usual; found {ds.bucket_reso_steps}): "
+            "bucket sides must split into the VAE's 8-pixel blocks."
+        )
     if ds.enable_bucket and not ds.bucket_no_upscale:
         if ds.min_bucket_reso > ds.max_bucket_reso:
             errors.append(

@@ -104,6 +104,8 @@ def parse_resolution(v: Any) -> tuple[int, int]:
         raise ValueError("must be a number like 512 or a pair like [512, 768] (width, height)")
     if w <= 0 or h <= 0:
         raise ValueError("must be larger than 0")
+    if w % 8 or h % 8:
+        raise ValueError("must be a multiple of 8 (the VAE works in blocks of 8 pixels), like 512 or 768")
     return (w, h)
 
 

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -63,12 +64,34 @@ class GeneratedImage:
     seed: int
     parameters: GenerationParameters
 
+    @property
+    def problem(self) -> str | None:
+        """'black' / 'uniform' when the picture shows nothing (see `blank_picture`)."""
+        return blank_picture(np.asarray(self.image.convert("RGB")))
+
     def save(self, path: str | Path) -> Path:
         """Write a PNG with the A1111 "parameters" chunk, atomically."""
         path = Path(path)
         with atomic_path(path) as tmp:
             self.image.save(tmp, format="PNG", pnginfo=png_info(self.parameters))
         return path
+
+
+def blank_picture(image: np.ndarray) -> str | None:
+    """'black' / 'uniform' for a picture that shows nothing: the visible sign of a network that
+    collapsed (NaN weights draw black) or of weights far too strong."""
+    pixels = image.astype(np.float32)
+    if pixels.max() < 8:
+        return "black"
+    if pixels.std() < 2:
+        return "uniform"
+    return None
+
+
+BLANK_ADVICE = (
+    "the network may be broken (a NaN or a far too high learning rate in training), or its weight "
+    "far too high: try a lower weight or an earlier epoch's file"
+)
 
 
 def pick_device(device: str | None = None) -> torch.device:

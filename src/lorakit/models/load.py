@@ -6,12 +6,13 @@ import json
 import re
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from accelerate import init_empty_weights
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from ..errors import ModelError
 from . import infer
@@ -77,6 +78,54 @@ def load_model(
         if not path.is_dir():
             model.resolution = native_resolution(model.metadata, model.family, model.prediction_type)
     return model
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a model file is, read from its header (or a diffusers folder's config files) without
+    building anything: enough to check a training config and its dataset before the slow load."""
+
+    family: Family
+    prediction_type: str
+    resolution: int
+
+
+def model_facts(path: str | Path, v_parameterization: bool | None = None) -> ModelFacts:
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: no such model file or folder.")
+    if path.is_dir():
+        return _folder_facts(path, v_parameterization)
+    file = TensorFile(path)
+    family = detect(file.keys(), str(path))
+    check_unet_input(file.shape(family.unet_prefix + "input_blocks.0.0.weight")[1], str(path))
+    prediction, _ = prediction_type_of(file, path)
+    if v_parameterization is not None:
+        prediction = "v_prediction" if v_parameterization else "epsilon"
+    return ModelFacts(family, prediction, native_resolution(file.metadata, family, prediction))
+
+
+def _folder_facts(folder: Path, v_parameterization: bool | None) -> ModelFacts:
+    def config(name: str) -> dict:
+        file = folder / name / ("scheduler_config.json" if name == "scheduler" else "config.json")
+        return json.loads(file.read_text()) if file.exists() else {}
+
+    if not (folder / "model_index.json").exists():
+        raise ModelError(
+            f"{folder} is a folder but not a diffusers model (no model_index.json). Pass a "
+            ".safetensors/.ckpt file or a diffusers folder."
+        )
+    unet, vae = config("unet"), config("vae")
+    check_unet_input(unet.get("in_channels", 4), str(folder))
+    if unet.get("addition_embed_type") == "text_time":
+        family = SDXL
+    else:
+        family = SD2 if config("text_encoder").get("hidden_act") == "gelu" else SD1
+    prediction = config("scheduler").get("prediction_type", "epsilon")
+    if v_parameterization is not None:
+        prediction = "v_prediction" if v_parameterization else "epsilon"
+    factor = 2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1)
+    return ModelFacts(family, prediction, unet.get("sample_size", family.resolution // 8) * factor)
 
 
 # -- single file ------------------------------------------------------------------------------
@@ -314,8 +363,6 @@ def _load_diffusers(folder: Path, dtype: torch.dtype | None) -> StableDiffusionM
 
 def _folder_tokenizer(folder: Path, name: str, open_clip: bool):
     """The folder's own tokenizer files when complete, else the shipped one (never the hub)."""
-    from transformers import CLIPTokenizer
-
     sub = folder / name
     if (sub / "vocab.json").exists() and (sub / "merges.txt").exists():
         return CLIPTokenizer.from_pretrained(sub, local_files_only=True)

@@ -215,6 +215,21 @@ class LoRANetwork(nn.Module):
                 scaled += 1
         return scaled, largest
 
+    @torch.no_grad()
+    def weight_problem(self, limit: float = 1e3) -> str | None:
+        """Why these weights cannot be a usable network, or None: a NaN/inf anywhere, or factor
+        values beyond `limit` (a working LoRA's stay far below; blown-up runs reach 1e4 and more,
+        which draws black or noise). DoRA magnitudes are the layer's own scale and not checked."""
+        largest = 0.0
+        for name, param in self.named_parameters():
+            if not torch.isfinite(param).all():
+                return f"{name} holds NaN or infinite values"
+            if not name.endswith("dora_scale") and param.numel():
+                largest = max(largest, param.detach().abs().max().item())
+        if largest > limit:
+            return f"its weights reach {largest:.3g} (a working network stays far below {limit:g})"
+        return None
+
     # ---- weights and file ---------------------------------------------------------------------
 
     def weights(self) -> dict[str, torch.Tensor]:

@@ -99,6 +99,19 @@ class RunFolder:
     def record(self) -> Path:
         return self.root / RUN_FILE
 
+    def files(self) -> list[Path]:
+        """Every file and state folder of this run in the folder (run.json aside), by its names."""
+        name = re.escape(self.name)
+        own = re.compile(
+            rf"{name}(-\d{{6}}|-step\d{{8}})?(\.{self.ext}|-state)|{name}-config\.toml|{name}-loss\.png"
+        )
+        found = [p for p in self.root.iterdir() if own.fullmatch(p.name)] if self.root.is_dir() else []
+        if self.samples.is_dir():
+            found += [
+                p for p in self.samples.iterdir() if p.name.startswith(f"{self.name}_") and p.suffix == ".png"
+            ]
+        return sorted(found)
+
     # ---- keeping the last N ----------------------------------------------------------------
     def prune_epoch_files(self, keep: int | None) -> list[Path]:
         return _prune(self.root, rf"{re.escape(self.name)}-\d{{6}}\.{self.ext}", keep)

@@ -59,16 +59,18 @@ class RunRecord:
 
     # ---- writing (the training loop) --------------------------------------------------------
     @classmethod
-    def start(cls, folder: Path, config: dict, dataset: dict, plan: dict, model: dict, **top) -> RunRecord:
-        """A new record, or the existing one of a resumed run (its history kept). `top`: the
+    def start(
+        cls, folder: Path, config: dict, dataset: dict, plan: dict, model: dict, resumed: bool = False, **top
+    ) -> RunRecord:
+        """A new record, or with `resumed` the existing one (its history kept). `top`: the
         fields readers use (output_name, base_model, clip_skip, v_parameterization,
         sample_prompts, sample_sampler)."""
         record = cls(folder, {})
-        if record.path.exists():
+        if resumed and record.path.exists():
             record.data = json.loads(record.path.read_text(encoding="utf-8"))
             record.data.setdefault("resumed_at", []).append(_now())
             record.data["config"] = config
-            record.data.update(top)
+            record.data.update(top, status="running")
         else:
             record.data = {
                 "lorakit_run": 1,
@@ -118,7 +120,9 @@ class RunRecord:
                 loss = item.get("validation_loss")
                 path = self._resolve(item["file"])
                 out.append(
-                    EpochRecord(item.get("epoch", epoch_of(path)), path, float(loss) if loss is not None else None)
+                    EpochRecord(
+                        item.get("epoch", epoch_of(path)), path, float(loss) if loss is not None else None
+                    )
                 )
         return out
 

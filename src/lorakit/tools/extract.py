@@ -20,6 +20,7 @@ from ..errors import LorakitError
 from ..networks.errors import NetworkError
 from ..networks.file import resolve_precision, save_network_file
 from ..networks.naming import Layer
+from ..utils.files import refuse_input
 from .checkpoint import open_weights
 from .lorafile import Factors, kohya_tensors
 from .svd import factor_shapes, resolve_device, retained, svd, truncate
@@ -68,6 +69,7 @@ def extract_lora(
     layers). clamp_quantile: clamp factor values to that quantile as sd-scripts does (None or 1:
     the exact truncated SVD). precision: the stored dtype; default float32, the SVD's own.
     """
+    refuse_input(out, [base, tuned])
     out = Path(out)
     if dim < 1 or (conv_dim is not None and conv_dim < 1):
         raise LorakitError("--dim (and --conv-dim) must be at least 1.")

@@ -21,6 +21,7 @@ from ..networks.errors import NetworkError
 from ..networks.file import resolve_precision, save_network_file
 from ..networks.naming import LayerIndex, full_size_index
 from ..networks.reading import NetworkFile, load_network
+from ..utils.files import refuse_input
 from .deltas import (
     is_plain_lora,
     layer_shape,
@@ -87,6 +88,7 @@ def merge_loras(
     if not specs:
         raise LorakitError("nothing to merge: give at least one --lora FILE[:WEIGHT].")
     check_exists(specs)
+    refuse_input(out, [spec.path for spec in specs])
     if concat and new_rank is not None:
         raise LorakitError("--concat and --new-rank are two different ways to merge; choose one.")
     if new_conv_rank is not None and new_rank is None:

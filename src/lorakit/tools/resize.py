@@ -19,6 +19,7 @@ from ..errors import LorakitError
 from ..networks.file import resolve_precision, save_network_file
 from ..networks.naming import LayerIndex, full_size_index
 from ..networks.reading import ModuleWeights, load_network
+from ..utils.files import refuse_input
 from .deltas import layer_shape, on_device, require_resolved
 from .lorafile import Factors, kohya_tensors, network_keys, stored_dtype
 from .svd import (
@@ -87,6 +88,7 @@ def resize_lora(
     new_conv_rank, default new_rank); `dynamic` picks each module's rank below that cap:
     sv_ratio (keep singular values > largest / P), sv_fro (keep fraction P of the Frobenius
     norm), sv_cumulative (keep fraction P of the sum of singular values)."""
+    refuse_input(out, [path])
     out = Path(out)
     if new_rank is None or new_rank < 1 or (new_conv_rank is not None and new_conv_rank < 1):
         raise LorakitError("--new-rank (and --new-conv-rank) must be at least 1.")

@@ -9,7 +9,6 @@ dataset format.
 
 from __future__ import annotations
 
-import difflib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..utils.keyvalue import parse_key_values, parse_literal
+from ..utils.suggest import did_you_mean
 from .options import BY_NAME, IGNORED, OPTIONS, SECTIONS, check_value
 
 if sys.version_info >= (3, 11):
@@ -50,11 +50,6 @@ class TrainConfig:
 
 def defaults() -> TrainConfig:
     return TrainConfig({o.name: o.default for o in OPTIONS}, {o.name: "default" for o in OPTIONS})
-
-
-def suggest(name: str, candidates) -> str:
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
-    return f" Did you mean '{close[0]}'?" if close else ""
 
 
 def _known_names() -> list[str]:
@@ -102,7 +97,7 @@ def _apply(config: TrainConfig, key: str, value: Any, where: str) -> None:
             raise ConfigError(
                 f"{where}: '{key}' is a table inside a section; sections hold plain options only."
             )
-        raise ConfigError(f"{where}: unknown option '{key}'.{suggest(key, _known_names())}")
+        raise ConfigError(f"{where}: unknown option '{key}'.{did_you_mean(key, _known_names())}")
     config.set(key, value, where)
 
 

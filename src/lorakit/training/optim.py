@@ -19,55 +19,11 @@ from transformers.optimization import AdafactorSchedule
 
 from ..errors import ConfigError
 from ..utils.keyvalue import parse_key_values, parse_literal
-from .config import suggest
+from ..utils.suggest import did_you_mean
+from .names import OPTIMIZERS, PACKAGES, SCHEDULES, is_adaptive, is_schedule_free
 from .options import ConfigOptions
 
 log = logging.getLogger(__name__)
-
-# name (lower case) -> (module, class, extra defaults)
-OPTIMIZERS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "adamw": ("torch.optim", "AdamW", {}),
-    "adamw8bit": ("bitsandbytes.optim", "AdamW8bit", {}),
-    "pagedadamw": ("bitsandbytes.optim", "PagedAdamW", {}),
-    "pagedadamw8bit": ("bitsandbytes.optim", "PagedAdamW8bit", {}),
-    "pagedadamw32bit": ("bitsandbytes.optim", "PagedAdamW32bit", {}),
-    "lion": ("lion_pytorch", "Lion", {}),
-    "lion8bit": ("bitsandbytes.optim", "Lion8bit", {}),
-    "pagedlion8bit": ("bitsandbytes.optim", "PagedLion8bit", {}),
-    "sgdnesterov": ("torch.optim", "SGD", {"nesterov": True, "momentum": 0.9}),
-    "sgdnesterov8bit": ("bitsandbytes.optim", "SGD8bit", {"nesterov": True, "momentum": 0.9}),
-    "dadaptation": ("dadaptation.experimental", "DAdaptAdamPreprint", {}),
-    "dadaptadampreprint": ("dadaptation.experimental", "DAdaptAdamPreprint", {}),
-    "dadaptadam": ("dadaptation", "DAdaptAdam", {}),
-    "dadaptadagrad": ("dadaptation", "DAdaptAdaGrad", {}),
-    "dadaptadan": ("dadaptation", "DAdaptAdan", {}),
-    "dadaptadanip": ("dadaptation.experimental", "DAdaptAdanIP", {}),
-    "dadaptlion": ("dadaptation", "DAdaptLion", {}),
-    "dadaptsgd": ("dadaptation", "DAdaptSGD", {}),
-    "prodigy": ("prodigyopt", "Prodigy", {}),
-    "adafactor": ("transformers.optimization", "Adafactor", {}),
-    "adamwschedulefree": ("schedulefree", "AdamWScheduleFree", {}),
-    "radamschedulefree": ("schedulefree", "RAdamScheduleFree", {}),
-    "sgdschedulefree": ("schedulefree", "SGDScheduleFree", {}),
-}
-
-_PACKAGES = {
-    "bitsandbytes": "bitsandbytes (8-bit optimizers need an NVIDIA GPU)",
-    "lion_pytorch": "lion-pytorch",
-    "dadaptation": "dadaptation",
-    "prodigyopt": "prodigyopt",
-    "schedulefree": "schedulefree",
-}
-
-
-def is_adaptive(name: str) -> bool:
-    """Optimizers that find their own step size (lr ~ 1.0): DAdaptation family and Prodigy."""
-    lower = name.lower()
-    return lower.startswith("dadapt") or lower.startswith("prodigy")
-
-
-def is_schedule_free(name: str) -> bool:
-    return name.lower().endswith("schedulefree")
 
 
 @dataclass(frozen=True)
@@ -96,7 +52,7 @@ def create_optimizer(name: str, param_groups: list[dict], lr: float, args: dict[
         return OptimizerSetup(cls(param_groups, lr=lr, **args), name, notes)
     if key not in OPTIMIZERS:
         raise ConfigError(
-            f"unknown optimizer_type '{name}'.{suggest(key, OPTIMIZERS)} Known: "
+            f"unknown optimizer_type '{name}'.{did_you_mean(key, OPTIMIZERS)} Known: "
             + ", ".join(sorted(OPTIMIZERS))
             + ", or a class path such as bitsandbytes.optim.AdEMAMix8bit."
         )
@@ -146,7 +102,7 @@ def _import(module_name: str, class_name: str, name: str):
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        package = _PACKAGES.get(module_name.split(".")[0], module_name.split(".")[0])
+        package = PACKAGES.get(module_name.split(".")[0], module_name.split(".")[0])
         raise ConfigError(
             f"optimizer_type '{name}' needs the package {package}, which is not installed or failed to "
             f"load ({e}). Install it with: pip install {package.split()[0]}"
@@ -169,20 +125,6 @@ def effective_lrs(optimizer: torch.optim.Optimizer) -> list[float]:
 
 
 # -- learning-rate schedules ------------------------------------------------------------------
-
-SCHEDULES = (
-    "constant",
-    "constant_with_warmup",
-    "linear",
-    "cosine",
-    "cosine_with_restarts",
-    "polynomial",
-    "piecewise_constant",
-    "inverse_sqrt",
-    "cosine_with_min_lr",
-    "warmup_stable_decay",
-    "adafactor",
-)
 
 
 def steps_of(value: int | float, total: int) -> int:
@@ -218,7 +160,7 @@ def create_scheduler(setup: OptimizerSetup, config: SchedulerOptions, total_step
         return cls(setup.optimizer, **{k: parse_literal(v) for k, v in pairs.items()})
     if name not in SCHEDULES:
         raise ConfigError(
-            f"unknown lr_scheduler '{name}'.{suggest(name, SCHEDULES)} Known: {', '.join(SCHEDULES)}."
+            f"unknown lr_scheduler '{name}'.{did_you_mean(name, SCHEDULES)} Known: {', '.join(SCHEDULES)}."
         )
     warmup = steps_of(config.lr_warmup_steps, total_steps)
     if is_schedule_free(setup.name):

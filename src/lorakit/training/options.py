@@ -9,13 +9,17 @@ a user's existing sd-scripts or lora-scripts config runs unchanged.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
 from ..data.config import key_default
 from ..data.schema import KEYS
-from ..errors import ConfigError
+from ..errors import ConfigError, LorakitError
+from ..evaluation.samplers import find_sampler
+from ..utils.suggest import did_you_mean
+from .names import OPTIMIZERS, SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -29,8 +33,8 @@ class Option:
     check: Callable[[Any], Any] | None = None  # raises ValueError(reason) for a value out of range
 
 
-def _o(name, default, kind, section, help):
-    return Option(name, default, kind, section, help)
+def _o(name, default, kind, section, help, check=None):
+    return Option(name, default, kind, section, help, check=check)
 
 
 def _dataset_rows() -> list[Option]:
@@ -40,6 +44,86 @@ def _dataset_rows() -> list[Option]:
         for name, k in KEYS.items()
         if k.option
     ]
+
+
+# -- value rules: each raises ValueError(reason); the message names the option and the value ----
+
+
+def _numbers(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def at_least(low: float):
+    def check(value):
+        if any(v < low for v in _numbers(value)):
+            raise ValueError(f"must be at least {low}")
+
+    return check
+
+
+def above(low: float):
+    def check(value):
+        if any(v <= low for v in _numbers(value)):
+            raise ValueError(f"must be more than {low}")
+
+    return check
+
+
+def between(low: float, high: float):
+    def check(value):
+        if any(not low <= v <= high for v in _numbers(value)):
+            raise ValueError(f"must be between {low} and {high}")
+
+    return check
+
+
+def one_of(*choices: str):
+    def check(value):
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}{did_you_mean(str(value), choices)}")
+
+    return check
+
+
+def fraction_below_1(value) -> None:
+    if not 0 <= value < 1:
+        raise ValueError("must be at least 0 and below 1 (0.1 means 10%)")
+
+
+def any_number(value) -> None:
+    """Any finite number (NaN and infinity are never what was meant)."""
+    if any(not math.isfinite(v) for v in _numbers(value)):
+        raise ValueError("must be a finite number")
+
+
+def optimizer_name(value: str) -> None:
+    if "." not in value and value.lower() not in OPTIMIZERS:
+        raise ValueError(
+            f"is not an optimizer lorakit knows.{did_you_mean(value.lower(), OPTIMIZERS)} Known: "
+            + ", ".join(sorted(OPTIMIZERS))
+            + ", or a class path such as bitsandbytes.optim.AdEMAMix8bit"
+        )
+
+
+def scheduler_name(value: str) -> None:
+    if value not in SCHEDULES:
+        raise ValueError(
+            f"is not a schedule lorakit knows.{did_you_mean(value, SCHEDULES)} Known: {', '.join(SCHEDULES)}"
+        )
+
+
+def sampler_name(value: str) -> None:
+    try:
+        find_sampler(value)
+    except LorakitError as e:
+        raise ValueError(f"is not usable: {e}") from None
+
+
+def file_name(value: str) -> None:
+    if not value.strip() or any(c in value for c in '/\\:*?"<>|') or value in (".", ".."):
+        raise ValueError(
+            'must be a plain file name (no folders or / \\ : * ? " < > |); set the folder with output_dir'
+        )
 
 
 M, D, N, OPT, T, S, V, L = (
@@ -84,6 +168,7 @@ OPTIONS: list[Option] = [
         "int",
         M,
         "Use the text encoder's output N layers from the end (2 is common for anime models). Empty = the model's default.",
+        check=at_least(1),
     ),
     _o(
         "max_token_length",
@@ -110,10 +195,10 @@ OPTIONS: list[Option] = [
         "A dataset TOML in sd-scripts format ([general], [[datasets]], [[datasets.subsets]]).",
     ),
     _o("in_json", None, "str", D, "Fine-tuning metadata JSON (captions per image) for train_data_dir."),
-    _o("dataset_repeats", 1, "int", D, "Repeats for images listed in in_json."),
+    _o("dataset_repeats", 1, "int", D, "Repeats for images listed in in_json.", check=at_least(1)),
     *_dataset_rows(),
     _o("masked_loss", False, "bool", D, "Use conditioning masks as loss masks (sd-scripts name)."),
-    _o("prior_loss_weight", 1.0, "float", D, "Loss weight of regularization images."),
+    _o("prior_loss_weight", 1.0, "float", D, "Loss weight of regularization images.", check=at_least(0)),
     _o(
         "cache_latents",
         False,
@@ -122,7 +207,7 @@ OPTIONS: list[Option] = [
         "Encode all images with the VAE once before training (faster, less memory).",
     ),
     _o("cache_latents_to_disk", False, "bool", D, "Keep the encoded images on disk, reused by later runs."),
-    _o("vae_batch_size", 1, "int", D, "Images encoded at once when caching latents."),
+    _o("vae_batch_size", 1, "int", D, "Images encoded at once when caching latents.", check=at_least(1)),
     _o(
         "cache_text_encoder_outputs",
         False,
@@ -137,11 +222,19 @@ OPTIONS: list[Option] = [
         "int",
         D,
         "Worker processes that load images. 0 loads in the main process.",
+        check=at_least(0),
     ),
     _o("persistent_data_loader_workers", False, "bool", D, "Keep loader workers alive between epochs."),
-    _o("validate_every_n_steps", None, "int", D, "Measure validation loss every N steps."),
-    _o("validate_every_n_epochs", 1, "int", D, "Measure validation loss every N epochs."),
-    _o("max_validation_steps", None, "int", D, "Cap on validation batches per measurement."),
+    _o("validate_every_n_steps", None, "int", D, "Measure validation loss every N steps.", check=at_least(1)),
+    _o("validate_every_n_epochs", 1, "int", D, "Measure validation loss every N epochs.", check=at_least(0)),
+    _o(
+        "max_validation_steps",
+        None,
+        "int",
+        D,
+        "Cap on validation batches per measurement.",
+        check=at_least(1),
+    ),
     # -- network
     _o(
         "network_module",
@@ -158,6 +251,7 @@ OPTIONS: list[Option] = [
         "int",
         N,
         "Rank of the LoRA: its size and capacity. 8-32 for a character or style; higher learns more detail and more noise.",
+        check=at_least(1),
     ),
     _o(
         "network_alpha",
@@ -165,8 +259,16 @@ OPTIONS: list[Option] = [
         "float",
         N,
         "Scales the LoRA's effect by alpha/dim. alpha = dim means no scaling; smaller alpha needs a larger learning rate.",
+        check=at_least(0),
     ),
-    _o("network_dropout", None, "float", N, "Dropout on the LoRA's inner values (0.1 typical)."),
+    _o(
+        "network_dropout",
+        None,
+        "float",
+        N,
+        "Dropout on the LoRA's inner values (0.1 typical).",
+        check=fraction_below_1,
+    ),
     _o(
         "network_args",
         [],
@@ -182,13 +284,21 @@ OPTIONS: list[Option] = [
         "Train only the U-Net part (faster, less memory; common for SDXL).",
     ),
     _o("network_train_text_encoder_only", False, "bool", N, "Train only the text encoder part."),
-    _o("unet_lr", None, "float", N, "Learning rate of the U-Net part. Empty = learning_rate."),
+    _o(
+        "unet_lr",
+        None,
+        "float",
+        N,
+        "Learning rate of the U-Net part. Empty = learning_rate.",
+        check=at_least(0),
+    ),
     _o(
         "text_encoder_lr",
         None,
         "floats",
         N,
         "Learning rate of the text encoder part (one value, or one per encoder on SDXL). Empty = learning_rate.",
+        check=at_least(0),
     ),
     _o(
         "scale_weight_norms",
@@ -196,9 +306,10 @@ OPTIONS: list[Option] = [
         "float",
         N,
         "Keep each LoRA module's weight norm at most this value (1.0 typical). Prevents overcooking.",
+        check=above(0),
     ),
     _o("base_weights", [], "list", N, "LoRA files merged into the model before training."),
-    _o("base_weights_multiplier", [], "floats", N, "Weight of each base_weights file."),
+    _o("base_weights_multiplier", [], "floats", N, "Weight of each base_weights file.", check=any_number),
     _o("training_comment", None, "str", N, "A comment stored in the LoRA file's metadata."),
     _o("no_metadata", False, "bool", N, "Store only the minimum metadata in the LoRA file."),
     # -- optimizer
@@ -208,6 +319,7 @@ OPTIONS: list[Option] = [
         "str",
         OPT,
         "AdamW, AdamW8bit, Lion, Lion8bit, DAdaptation, Prodigy, AdaFactor, AdamWScheduleFree, ... or a class path.",
+        check=optimizer_name,
     ),
     _o(
         "learning_rate",
@@ -215,8 +327,16 @@ OPTIONS: list[Option] = [
         "float",
         OPT,
         "Base learning rate. 1e-4 for AdamW LoRA; about 1.0 for DAdaptation/Prodigy.",
+        check=above(0),
     ),
-    _o("max_grad_norm", 1.0, "float", OPT, "Clip gradients to this norm (0 = no clipping)."),
+    _o(
+        "max_grad_norm",
+        1.0,
+        "float",
+        OPT,
+        "Clip gradients to this norm (0 = no clipping).",
+        check=at_least(0),
+    ),
     _o(
         "optimizer_args",
         [],
@@ -230,6 +350,7 @@ OPTIONS: list[Option] = [
         "str",
         OPT,
         "How the learning rate changes: constant, constant_with_warmup, linear, cosine, cosine_with_restarts, polynomial.",
+        check=scheduler_name,
     ),
     _o(
         "lr_warmup_steps",
@@ -237,31 +358,48 @@ OPTIONS: list[Option] = [
         "number",
         OPT,
         "Steps of warm-up, or a fraction of all steps if below 1 (e.g. 0.05).",
+        check=at_least(0),
     ),
-    _o("lr_decay_steps", 0, "number", OPT, "Steps of decay at the end (warmup_stable_decay), or a fraction."),
-    _o("lr_scheduler_num_cycles", 1, "int", OPT, "Restarts for cosine_with_restarts."),
-    _o("lr_scheduler_power", 1.0, "float", OPT, "Power of the polynomial schedule."),
+    _o(
+        "lr_decay_steps",
+        0,
+        "number",
+        OPT,
+        "Steps of decay at the end (warmup_stable_decay), or a fraction.",
+        check=at_least(0),
+    ),
+    _o("lr_scheduler_num_cycles", 1, "int", OPT, "Restarts for cosine_with_restarts.", check=at_least(1)),
+    _o("lr_scheduler_power", 1.0, "float", OPT, "Power of the polynomial schedule.", check=above(0)),
     _o(
         "lr_scheduler_min_lr_ratio",
         None,
         "float",
         OPT,
         "Lowest learning rate as a fraction of the start (cosine_with_min_lr).",
+        check=between(0, 1),
     ),
     _o("lr_scheduler_type", None, "str", OPT, "A scheduler class path, instead of lr_scheduler."),
     _o("lr_scheduler_args", [], "list", OPT, "Options for lr_scheduler_type as key=value."),
     _o("use_8bit_adam", False, "bool", OPT, "Old sd-scripts switch: same as optimizer_type = AdamW8bit."),
     _o("use_lion_optimizer", False, "bool", OPT, "Old sd-scripts switch: same as optimizer_type = Lion."),
     # -- training
-    _o("max_train_steps", 1600, "int", T, "Total optimizer steps (ignored when max_train_epochs is set)."),
+    _o(
+        "max_train_steps",
+        1600,
+        "int",
+        T,
+        "Total optimizer steps (ignored when max_train_epochs is set).",
+        check=at_least(1),
+    ),
     _o(
         "max_train_epochs",
         None,
         "int",
         T,
         "Number of epochs (passes over images × repeats). Sets the total steps.",
+        check=at_least(1),
     ),
-    _o("seed", None, "int", T, "Random seed; the same seed and data give the same LoRA."),
+    _o("seed", None, "int", T, "Random seed; the same seed and data give the same LoRA.", check=at_least(0)),
     _o(
         "mixed_precision",
         "no",
@@ -284,6 +422,7 @@ OPTIONS: list[Option] = [
         "int",
         T,
         "Add up gradients of N batches before each optimizer step (a larger effective batch).",
+        check=at_least(1),
     ),
     _o("sdpa", True, "bool", T, "Use PyTorch's fused attention (always on in lorakit)."),
     _o(
@@ -292,12 +431,41 @@ OPTIONS: list[Option] = [
         "float",
         T,
         "Add a constant offset to the noise (about 0.05-0.1) so the model can learn very dark and bright images.",
+        check=at_least(0),
     ),
     _o("noise_offset_random_strength", False, "bool", T, "Use a random offset between 0 and noise_offset."),
-    _o("adaptive_noise_scale", None, "float", T, "Add this times the latent's mean to the noise offset."),
-    _o("multires_noise_iterations", None, "int", T, "Pyramid noise levels (6-10 suggested)."),
-    _o("multires_noise_discount", 0.3, "float", T, "Weight of each coarser pyramid level."),
-    _o("ip_noise_gamma", None, "float", T, "Input perturbation: extra noise on the input only (about 0.1)."),
+    _o(
+        "adaptive_noise_scale",
+        None,
+        "float",
+        T,
+        "Add this times the latent's mean to the noise offset.",
+        check=any_number,
+    ),
+    _o(
+        "multires_noise_iterations",
+        None,
+        "int",
+        T,
+        "Pyramid noise levels (6-10 suggested).",
+        check=at_least(1),
+    ),
+    _o(
+        "multires_noise_discount",
+        0.3,
+        "float",
+        T,
+        "Weight of each coarser pyramid level.",
+        check=between(0, 1),
+    ),
+    _o(
+        "ip_noise_gamma",
+        None,
+        "float",
+        T,
+        "Input perturbation: extra noise on the input only (about 0.1).",
+        check=at_least(0),
+    ),
     _o(
         "ip_noise_gamma_random_strength",
         False,
@@ -311,6 +479,7 @@ OPTIONS: list[Option] = [
         "float",
         T,
         "Min-SNR loss weighting; 5 is recommended. Speeds up learning of details.",
+        check=above(0),
     ),
     _o("debiased_estimation_loss", False, "bool", T, "Weight the loss by 1/sqrt(SNR)."),
     _o(
@@ -320,7 +489,14 @@ OPTIONS: list[Option] = [
         T,
         "For v-prediction, scale the loss as for noise prediction.",
     ),
-    _o("v_pred_like_loss", None, "float", T, "Add a v-prediction-like loss term with this weight."),
+    _o(
+        "v_pred_like_loss",
+        None,
+        "float",
+        T,
+        "Add a v-prediction-like loss term with this weight.",
+        check=at_least(0),
+    ),
     _o(
         "zero_terminal_snr",
         False,
@@ -328,16 +504,43 @@ OPTIONS: list[Option] = [
         T,
         "Rescale the noise schedule so the last step is pure noise (for v-prediction models).",
     ),
-    _o("min_timestep", None, "int", T, "Lowest noise step trained (0-999)."),
-    _o("max_timestep", None, "int", T, "Highest noise step trained plus one (1-1000)."),
-    _o("loss_type", "l2", "str", T, "l2 (default), l1, huber or smooth_l1."),
-    _o("huber_schedule", "snr", "str", T, "How huber_c changes with the step: constant, exponential or snr."),
-    _o("huber_c", 0.1, "float", T, "Huber loss threshold."),
-    _o("huber_scale", 1.0, "float", T, "Huber loss scale."),
+    _o("min_timestep", None, "int", T, "Lowest noise step trained (0-999).", check=between(0, 999)),
+    _o(
+        "max_timestep",
+        None,
+        "int",
+        T,
+        "Highest noise step trained plus one (1-1000).",
+        check=between(1, 1000),
+    ),
+    _o(
+        "loss_type",
+        "l2",
+        "str",
+        T,
+        "l2 (default), l1, huber or smooth_l1.",
+    ),
+    _o(
+        "huber_schedule",
+        "snr",
+        "str",
+        T,
+        "How huber_c changes with the step: constant, exponential or snr.",
+        check=one_of("constant", "exponential", "snr"),
+    ),
+    _o("huber_c", 0.1, "float", T, "Huber loss threshold.", check=above(0)),
+    _o("huber_scale", 1.0, "float", T, "Huber loss scale.", check=above(0)),
     # -- sampling
     _o("sample_prompts", None, "str", S, "A prompt file (.txt, .toml or .json) for preview images."),
-    _o("sample_every_n_steps", None, "int", S, "Make previews every N steps."),
-    _o("sample_every_n_epochs", None, "int", S, "Make previews every N epochs (wins over steps)."),
+    _o("sample_every_n_steps", None, "int", S, "Make previews every N steps.", check=at_least(1)),
+    _o(
+        "sample_every_n_epochs",
+        None,
+        "int",
+        S,
+        "Make previews every N epochs (wins over steps).",
+        check=at_least(1),
+    ),
     _o("sample_at_first", False, "bool", S, "Make previews before training starts."),
     _o(
         "sample_sampler",
@@ -345,23 +548,46 @@ OPTIONS: list[Option] = [
         "str",
         S,
         'Sampler for previews: ddim, euler_a, dpmsolver++, or an A1111 name like "DPM++ 2M Karras".',
+        check=sampler_name,
     ),
     # -- saving
     _o("output_dir", "output", "str", V, "Folder for the LoRA files, previews, logs and state."),
-    _o("output_name", "lora", "str", V, "Base name of the saved files."),
-    _o("save_model_as", "safetensors", "str", V, "File format: safetensors (recommended), ckpt or pt."),
+    _o("output_name", "lora", "str", V, "Base name of the saved files.", check=file_name),
+    _o(
+        "save_model_as",
+        "safetensors",
+        "str",
+        V,
+        "File format: safetensors (recommended), ckpt or pt.",
+        check=one_of("safetensors", "ckpt", "pt"),
+    ),
     _o(
         "save_precision",
         None,
         "str",
         V,
         "Precision of the saved LoRA: float, fp16 or bf16. Empty = the training precision.",
+        check=one_of("float", "fp16", "bf16"),
     ),
-    _o("save_every_n_epochs", None, "int", V, "Save the LoRA every N epochs."),
-    _o("save_every_n_steps", None, "int", V, "Save the LoRA every N steps."),
-    _o("save_n_epoch_ratio", None, "int", V, "Save about N times over the whole run."),
-    _o("save_last_n_epochs", None, "int", V, "Keep only the last N epoch files (older ones are deleted)."),
-    _o("save_last_n_steps", None, "int", V, "Keep only the step files of the last N steps."),
+    _o("save_every_n_epochs", None, "int", V, "Save the LoRA every N epochs.", check=at_least(1)),
+    _o("save_every_n_steps", None, "int", V, "Save the LoRA every N steps.", check=at_least(1)),
+    _o("save_n_epoch_ratio", None, "int", V, "Save about N times over the whole run.", check=at_least(1)),
+    _o(
+        "save_last_n_epochs",
+        None,
+        "int",
+        V,
+        "Keep only the last N epoch files (older ones are deleted).",
+        check=at_least(1),
+    ),
+    _o(
+        "save_last_n_steps",
+        None,
+        "int",
+        V,
+        "Keep only the step files of the last N steps.",
+        check=at_least(1),
+    ),
     _o(
         "save_state",
         False,
@@ -370,8 +596,23 @@ OPTIONS: list[Option] = [
         "Also save the training state (optimizer, scheduler, random state) so the run can resume.",
     ),
     _o("save_state_on_train_end", False, "bool", V, "Save the training state at the end."),
-    _o("save_last_n_epochs_state", None, "int", V, "Keep only the last N epoch states."),
-    _o("save_last_n_steps_state", None, "int", V, "Keep only the states of the last N steps."),
+    _o("save_last_n_epochs_state", None, "int", V, "Keep only the last N epoch states.", check=at_least(1)),
+    _o(
+        "save_last_n_steps_state",
+        None,
+        "int",
+        V,
+        "Keep only the states of the last N steps.",
+        check=at_least(1),
+    ),
+    _o(
+        "overwrite",
+        False,
+        "bool",
+        V,
+        "Start a new run in an output folder that holds an earlier run: its files of this output_name and "
+        "its run.json are deleted first. Without it lorakit refuses, so no earlier run is lost by mistake.",
+    ),
     _o(
         "resume",
         None,
@@ -392,6 +633,24 @@ OPTIONS: list[Option] = [
     _o("log_tracker_name", None, "str", L, "Name of the run in the tracker."),
     _o("console_log_level", None, "str", L, "DEBUG, INFO (default), WARNING or ERROR."),
 ]
+
+# Options that do not change what a training step computes: how long the run is, how often it
+# saves, samples, validates or logs, where its files go. A resumed run may change them; every
+# other option is part of the run's identity (training.checkpointing.RunIdentity).
+NOT_IDENTITY = frozenset(
+    {
+        "resume", "overwrite", "output_dir", "logging_dir", "log_with", "log_prefix", "log_tracker_name",
+        "console_log_level", "max_train_epochs", "max_train_steps", "max_data_loader_n_workers",
+        "persistent_data_loader_workers", "validate_every_n_steps", "validate_every_n_epochs",
+        "max_validation_steps", "sdpa", "vae_batch_size", "training_comment", "no_metadata",
+        "save_model_as", "save_precision", "save_every_n_epochs", "save_every_n_steps", "save_n_epoch_ratio",
+        "save_last_n_epochs", "save_last_n_steps", "save_state", "save_state_on_train_end",
+        "save_last_n_epochs_state", "save_last_n_steps_state", "sample_prompts", "sample_every_n_steps",
+        "sample_every_n_epochs", "sample_at_first", "sample_sampler",
+        "metadata_title", "metadata_author", "metadata_description", "metadata_license", "metadata_tags",
+        "metadata_trigger_phrase",
+    }
+)  # fmt: skip
 
 BY_NAME = {o.name: o for o in OPTIONS}
 SECTIONS = [M, D, N, OPT, T, S, V, L]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .optim import is_adaptive
+from .names import is_adaptive
 
 
 @dataclass

@@ -21,7 +21,6 @@ from ..evaluation.generate import GenerationSettings, Generator, settings_for_pr
 from ..evaluation.prompts import load_prompts
 from ..utils.files import atomic_path
 from .options import ConfigOptions
-from .watch import preview_problem
 
 PREVIEW_SEED = 1234  # prompts without --d use seed 1234 + their index, the same every epoch
 
@@ -55,7 +54,7 @@ def make_previews(
             path = result.save(folder / f"{name}_{label}_{index:02d}.png")
             files.append(path)
             images.append(result.image)
-            problem = preview_problem(np.asarray(result.image))
+            problem = result.problem
             if problem:
                 warnings.append(
                     f"warning: preview {path.name} is {problem}: the network may have collapsed (NaN). "
@@ -111,7 +110,13 @@ class Previews:
     def draw(self, label: str, step: int) -> None:
         if self.prompts and self.runtime.is_main_process:
             files, warnings = make_previews(
-                self.model, self.network, self.prompts, self.options, self.folder.samples, self.folder.name, label
+                self.model,
+                self.network,
+                self.prompts,
+                self.options,
+                self.folder.samples,
+                self.folder.name,
+                label,
             )
             self.files.extend(files)
             for warning in warnings:

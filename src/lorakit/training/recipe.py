@@ -15,6 +15,7 @@ with a state, so a resumed run continues exactly like an uninterrupted one.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -26,8 +27,11 @@ from tqdm.auto import tqdm
 from ..data import format_plan, make_plan
 from ..errors import LorakitError
 from ..runs import RunFolder, RunRecord
+from ..utils import faults
 from . import checkpointing as ckpt
+from .checkpointing import RngState
 from .config import TrainConfig, optimizer_args, to_toml
+from .interrupts import StopRequest
 from .loss import LossOptions
 from .metadata import new_session_id, training_metadata
 from .noise import NoiseOptions, training_scheduler
@@ -38,6 +42,8 @@ from .optim import (
     effective_lrs,
     is_schedule_free,
 )
+from .options import NOT_IDENTITY
+from .outputs import check_owner, lock_folder
 from .plan import check_settings, estimate_memory_gb, format_steps, plan_steps
 from .previews import PreviewOptions, Previews
 from .saving import SaveOptions, Saver
@@ -49,6 +55,7 @@ from .setup import (
     caption_cache,
     load_base,
     merge_base_weights,
+    preflight,
     prepare_training,
     weight_dtype,
 )
@@ -86,171 +93,187 @@ class Log:
 
 def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bool = True) -> TrainResult:
     """Run the recipe. `on_step(step, loss, effective_lrs)` is called after every optimizer step
-    (the learning-rate finder uses it); `save_files=False` writes no network files or states."""
+    (the learning-rate finder uses it); `save_files=False` writes nothing at all."""
     runtime = Runtime.from_config(config)
     log = Log(runtime.is_main_process, quiet)
     seed = config.seed if config.seed is not None else 42
-    torch.manual_seed(seed)
     folder = RunFolder(Path(config.output_dir), config.output_name)
+    writes = save_files and runtime.is_main_process
     announce_ignored(config, log)
 
-    # -- setup
-    model = load_base(config, runtime.device, log)
-    merge_base_weights(config, model, log)
-    group, validation = build_data(config, model, seed, log)
-    network = build_network(config, model, log).to(runtime.device)
-    train_text = prepare_training(config, model, network)
-    plan = plan_steps(
-        group.steps_per_epoch,
-        sum(len(items) for ds in group.datasets for items in ds.buckets.values()),
-        config.train_batch_size,
-        config.max_train_steps,
-        config.max_train_epochs,
-        config.gradient_accumulation_steps,
-        runtime.num_processes,
-    )
-    groups = network.param_groups(config.unet_lr, config.text_encoder_lr, config.learning_rate)
-    optim = create_optimizer(config.optimizer_type, groups, config.learning_rate, optimizer_args(config))
-    lr_scheduler = create_scheduler(optim, config, plan.total_steps)
-    plan.warnings = check_settings(config, plan, model.family.is_xl, group.num_train_images, optim.notes)
-    print_plan(config, log, model, group, network, plan, runtime)
-    cache_images(config, model, group, validation, log)
-    text_cache = caption_cache(config, model, group, train_text, log)
+    # -- what can be checked before the model loads: values, files, the dataset
+    facts = preflight(config)
+    group, validation = build_data(config, facts.resolution, seed, log)
+    for problem in group.problems.warnings:
+        log(str(problem))
+    with lock_folder(folder, log) if writes else nullcontext():
+        # -- setup
+        torch.manual_seed(seed)
+        model = load_base(config, runtime.device, log)
+        merge_base_weights(config, model, log)
+        network = build_network(config, model, log).to(runtime.device)
+        train_text = prepare_training(config, model, network)
+        plan = plan_steps(
+            group.steps_per_epoch, sum(len(i) for ds in group.datasets for i in ds.buckets.values()),
+            config.train_batch_size, config.max_train_steps, config.max_train_epochs,
+            config.gradient_accumulation_steps, runtime.num_processes,
+        )  # fmt: skip
+        groups = network.param_groups(config.unet_lr, config.text_encoder_lr, config.learning_rate)
+        optim = create_optimizer(config.optimizer_type, groups, config.learning_rate, optimizer_args(config))
+        lr_scheduler = create_scheduler(optim, config, plan.total_steps)
+        plan.warnings = check_settings(config, plan, model.family.is_xl, group.num_train_images, optim.notes)
+        print_plan(config, log, model, group, network, plan, runtime)
+        cache_images(config, model, group, validation, log)
+        text_cache = caption_cache(config, model, group, train_text, log)
 
-    # -- resume
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    guard = CollapseGuard()
-    pos = resume(config, folder, network, optim.optimizer, lr_scheduler, generator, group, guard, log)
-    if optim.relative_step is False and is_schedule_free(optim.name):
-        optim.optimizer.train()
+        # -- resume: the newest state of this same run, if asked
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        guard = CollapseGuard()
+        identity = run_identity(config, folder, seed, group)
+        pos = resume(
+            config, folder, identity, network, optim.optimizer, lr_scheduler, generator, group, guard, log
+        )
+        if optim.relative_step is False and is_schedule_free(optim.name):
+            optim.optimizer.train()
 
-    # -- what the loop writes
-    folder.root.mkdir(parents=True, exist_ok=True)
-    record = start_record(config, folder, model, group, plan)
-    if runtime.is_main_process:
-        folder.config_copy.write_text(to_toml(config))
-    tensorboard = Scalars(
-        Path(config.logging_dir or folder.logs)
-        if config.log_with == "tensorboard" and runtime.is_main_process
-        else None
-    )
-    previews = Previews(PreviewOptions.from_config(config), model, network, folder, runtime, tensorboard, log)
-    session, started = new_session_id(), time.time()
-    metadata = partial(
-        training_metadata, config, model, group, plan, session_id=session, started_at=started,
-        model_hash=None, vae_hash=None,
-    )  # fmt: skip
-    saver = Saver(
-        SaveOptions.from_config(config), folder, network, optim.optimizer, lr_scheduler, generator, guard,
-        group, record, runtime, lambda epoch, step: metadata(epoch=epoch, step=step),
-        plan.total_steps, plan.epochs, enabled=save_files,
-    )  # fmt: skip
-    ctx = StepContext(
-        model, training_scheduler(model, config.zero_terminal_snr), NoiseOptions.from_config(config),
-        LossOptions.from_config(config), TextOptions.from_config(config), generator, train_text, text_cache,
-    )  # fmt: skip
-    checks = ValidationOptions.from_config(config)
-    update = UpdateOptions.from_config(config)
-    params = [p for p in network.parameters() if p.requires_grad]
+        # -- what the loop writes
+        if writes:
+            check_owner(
+                folder, resuming=pos.step > 0 or bool(config.resume), overwrite=config.overwrite, log=log
+            )
+            folder.config_copy.write_text(to_toml(config))
+        record = start_record(config, folder, model, group, plan, resumed=pos.step > 0, write=writes)
+        tensorboard = Scalars(
+            Path(config.logging_dir or folder.logs) if config.log_with == "tensorboard" and writes else None
+        )
+        previews = Previews(
+            PreviewOptions.from_config(config), model, network, folder, runtime, tensorboard, log
+        )
+        session, started = new_session_id(), time.time()
+        metadata = partial(
+            training_metadata, config, model, group, plan, session_id=session, started_at=started,
+            model_hash=None, vae_hash=None,
+        )  # fmt: skip
+        saver = Saver(
+            SaveOptions.from_config(config), folder, network, optim.optimizer, lr_scheduler, guard, group, record,
+            runtime, lambda epoch, step: metadata(epoch=epoch, step=step), identity, plan.total_steps, plan.epochs,
+            enabled=save_files,
+        )  # fmt: skip
+        ctx = StepContext(
+            model, training_scheduler(model, config.zero_terminal_snr), NoiseOptions.from_config(config),
+            LossOptions.from_config(config), TextOptions.from_config(config), generator, train_text, text_cache,
+        )  # fmt: skip
+        checks, update = ValidationOptions.from_config(config), UpdateOptions.from_config(config)
+        params = [p for p in network.parameters() if p.requires_grad]
 
-    def validate() -> float | None:
-        network.eval()
-        value = validation_loss(ctx, validation, checks, config.validation_seed or seed, runtime)
+        def validate() -> float | None:
+            network.eval()
+            value = validation_loss(ctx, validation, checks, config.validation_seed or seed, runtime)
+            network.train()
+            return value
+
+        # -- the loop
+        log("", f"training: {plan.total_steps} steps, {plan.epochs} epochs. Output: {folder.root}")
+        progress = tqdm(
+            total=plan.total_steps, initial=pos.step, desc="steps", dynamic_ncols=True,
+            disable=not runtime.is_main_process or quiet,
+        )  # fmt: skip
+        previews.at_start(pos.step)
         network.train()
-        return value
+        accumulate = update.gradient_accumulation_steps
+        validation_steps: list[tuple[int, float]] = []
+        try:
+            with StopRequest() as stop:
+                while pos.step < plan.total_steps and pos.epoch <= plan.epochs:
+                    batches_in_epoch = len(group.epoch_refs(pos.epoch, shard=runtime.shard))
+                    batches = group.loader(
+                        pos.epoch, pos.done, config.max_data_loader_n_workers, shard=runtime.shard,
+                        first_step=pos.step, accumulation=accumulate,
+                    )  # fmt: skip
+                    pending: list[float] = []  # losses of the micro-batches since the last step
+                    for index, batch in enumerate(batches, start=pos.done):
+                        faults.point("step")
+                        with runtime.autocast():
+                            loss = step_loss(ctx, batch)
+                        (loss / accumulate).backward()
+                        pending.append(loss.item())
+                        if len(pending) < accumulate and index + 1 < batches_in_epoch:
+                            continue
+                        pos.updating = True  # a hard stop now would leave a half-applied step: no state then
+                        optimizer_step(params, optim.optimizer, lr_scheduler, network, update, runtime)
+                        pos.updating = False
+                        current = sum(pending) / len(pending)
+                        pos.step, pos.done = pos.step + 1, index + 1
+                        pos.epoch_losses += pending
+                        pos.losses.append((pos.step, current))
+                        pos.rng, pending = RngState.capture(generator), []
+                        guard.check(current, pos.step)
+                        lrs = effective_lrs(optim.optimizer)
+                        progress.update(1)
+                        progress.set_postfix(epoch=pos.epoch, loss=f"{current:.4f}", lr=f"{lrs[0]:.2e}")
+                        tensorboard.log(
+                            step_scalars(current, pos.epoch_losses, optim.optimizer, lrs), pos.step
+                        )
+                        if on_step is not None:
+                            on_step(pos.step, current, lrs)
+                        previews.after_step(pos.step)
+                        if validation is not None and checks.at_step(pos.step):
+                            value = validate()
+                            tensorboard.log({"loss/validation/step_current": value}, pos.step)
+                            validation_steps.append((pos.step, value))
+                        saver.after_step(pos)
+                        if stop.requested:
+                            raise KeyboardInterrupt
+                        if pos.step >= plan.total_steps:
+                            break
 
-    # -- the loop
-    log("", f"training: {plan.total_steps} steps, {plan.epochs} epochs. Output: {folder.root}")
-    progress = tqdm(
-        total=plan.total_steps, initial=pos.step, desc="steps", dynamic_ncols=True,
-        disable=not runtime.is_main_process or quiet,
-    )  # fmt: skip
-    previews.at_start(pos.step)
-    network.train()
-    accumulate = update.gradient_accumulation_steps
-    validation_steps: list[tuple[int, float]] = []
-    try:
-        while pos.step < plan.total_steps and pos.epoch <= plan.epochs:
-            batches_in_epoch = len(group.epoch_refs(pos.epoch, shard=runtime.shard))
-            batches = group.loader(
-                pos.epoch, pos.done, config.max_data_loader_n_workers, shard=runtime.shard,
-                first_step=pos.step, accumulation=accumulate,
-            )  # fmt: skip
-            epoch_losses: list[float] = []
-            micro = 0
-            for index, batch in enumerate(batches, start=pos.done):
-                with runtime.autocast():
-                    loss = step_loss(ctx, batch)
-                (loss / accumulate).backward()
-                micro += 1
-                epoch_losses.append(loss.item())
-                if micro % accumulate and index + 1 < batches_in_epoch:
-                    continue
-                optimizer_step(params, optim.optimizer, lr_scheduler, network, update, runtime)
-                pos.step, pos.done = pos.step + 1, index + 1
-                current = sum(epoch_losses[-micro:]) / micro
-                micro = 0
-                pos.losses.append((pos.step, current))
-                warning = guard.check(current, pos.step, str(saver.last_saved) if saver.last_saved else None)
-                if warning:
-                    log(warning)
-                lrs = effective_lrs(optim.optimizer)
-                progress.update(1)
-                progress.set_postfix(epoch=pos.epoch, loss=f"{current:.4f}", lr=f"{lrs[0]:.2e}")
-                tensorboard.log(step_scalars(current, epoch_losses, optim.optimizer, lrs), pos.step)
-                if on_step is not None:
-                    on_step(pos.step, current, lrs)
-                previews.after_step(pos.step)
-                if validation is not None and checks.at_step(pos.step):
-                    value = validate()
-                    tensorboard.log({"loss/validation/step_current": value}, pos.step)
-                    validation_steps.append((pos.step, value))
-                saver.after_step(pos)
-                if pos.step >= plan.total_steps:
-                    break
+                    # end of the epoch
+                    epoch_loss = (
+                        sum(pos.epoch_losses) / len(pos.epoch_losses) if pos.epoch_losses else float("nan")
+                    )
+                    val = validate() if checks.at_epoch(pos.epoch) else None
+                    scalars = {"loss/epoch_average": epoch_loss}
+                    if val is not None:
+                        scalars["loss/validation/epoch_average"] = val
+                    tensorboard.log(scalars, pos.epoch)
+                    last = pos.step >= plan.total_steps or pos.epoch >= plan.epochs
+                    file = saver.after_epoch(pos, last)
+                    previews.after_epoch(pos.epoch, pos.step, last)
+                    record.data.update(losses=pos.losses, validation_steps=validation_steps)
+                    record.add_epoch(pos.epoch, pos.step, epoch_loss, val, file.name if file else None)
+                    saver.update_record()
+                    log(
+                        f"epoch {pos.epoch}/{plan.epochs}: loss {epoch_loss:.4f}"
+                        + (f", validation loss {val:.4f}" if val is not None else "")
+                        + (f", saved {file}" if file else "")
+                    )
+                    pos.epoch, pos.done, pos.epoch_losses = pos.epoch + 1, 0, []
+                    if stop.requested:
+                        raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            state = None if pos.updating else saver.interrupted(pos)
+            end_record(record, "interrupted", pos)
+            log(stopped_message(state, pos, saver))
+            raise
+        except TrainingCollapsed as error:
+            end_record(record, "collapsed", pos, error=str(error), last_good_file=guard.good)
+            raise
+        except (LorakitError, OSError) as error:
+            end_record(record, "failed", pos, error=str(error))
+            raise
+        finally:
+            progress.close()
+            tensorboard.close()
 
-            # end of the epoch
-            epoch_loss = sum(epoch_losses) / len(epoch_losses) if epoch_losses else float("nan")
-            val = validate() if checks.at_epoch(pos.epoch) else None
-            tensorboard.log(
-                {"loss/epoch_average": epoch_loss, **({"loss/validation/epoch_average": val} if val is not None else {})},
-                pos.epoch,
-            )
-            last = pos.step >= plan.total_steps or pos.epoch >= plan.epochs
-            file = saver.after_epoch(pos, last)
-            previews.after_epoch(pos.epoch, pos.step, last)
-            if runtime.is_main_process:
-                record.data["losses"] = pos.losses
-                record.data["validation_steps"] = validation_steps
-                record.add_epoch(pos.epoch, pos.step, epoch_loss, val, file.name if file else None)
-            log(
-                f"epoch {pos.epoch}/{plan.epochs}: loss {epoch_loss:.4f}"
-                + (f", validation loss {val:.4f}" if val is not None else "")
-                + (f", saved {file}" if file else "")
-            )
-            pos.epoch, pos.done = pos.epoch + 1, 0
-    except KeyboardInterrupt:
-        state = saver.interrupted(pos)
-        if state is not None:
-            log(f"interrupted: state saved in {state}; continue with --resume auto.")
-        raise
-    except TrainingCollapsed as error:
-        record.finish("collapsed", error=str(error))
-        raise
-    except LorakitError as error:
-        record.finish("failed", error=str(error))
-        raise
-    finally:
-        progress.close()
-        tensorboard.close()
-
-    # -- finish
-    plot = plot_losses(pos.losses, record.data["epochs"], folder.loss_plot) if runtime.is_main_process else None
-    final = folder.final_file
-    record.finish(
-        "finished", steps=pos.step, loss_plot=str(plot) if plot else None, final_file=str(final),
-        seconds=round(time.time() - started, 1),
-    )  # fmt: skip
+        # -- finish
+        guard.finished()
+        plot = plot_losses(pos.losses, record.data["epochs"], folder.loss_plot) if writes else None
+        final = folder.final_file
+        end_record(
+            record, "finished", pos, loss_plot=str(plot) if plot else None, final_file=str(final),
+            seconds=round(time.time() - started, 1), last_good_file=guard.good,
+        )  # fmt: skip
+        saver.update_record()
     log(f"done: {final}", f"loss plot: {plot}", f"run record: {record.path}")
     return TrainResult(
         folder.root, final if final.exists() else None, saver.epoch_files, pos.step, pos.epoch - 1,
@@ -302,7 +325,9 @@ def step_scalars(current: float, epoch_losses: list[float], optimizer, lrs: list
 
 def announce_ignored(config: TrainConfig, log) -> None:
     if config.save_model_as in ("ckpt", "pt"):
-        log(f"note: save_model_as = {config.save_model_as}: lorakit writes .safetensors (safe to load, read by every client).")
+        log(
+            f"note: save_model_as = {config.save_model_as}: lorakit writes .safetensors (safe to load, read by every client)."
+        )
     for key, why in config.ignored.items():
         log(f"note: '{key}' is ignored: {why}.")
 
@@ -332,28 +357,79 @@ def print_plan(config: TrainConfig, log, model, group, network, plan, runtime) -
         log(f"warning: {warning}")
 
 
-def resume(config, folder: RunFolder, network, optimizer, lr_scheduler, generator, group, guard, log):
+def run_identity(config: TrainConfig, folder: RunFolder, seed: int, group) -> ckpt.RunIdentity:
+    options = {k: v for k, v in config.values.items() if k not in NOT_IDENTITY}
+    return ckpt.RunIdentity(folder.name, seed, group.fingerprint(), options)
+
+
+def resume(config, folder, identity, network, optimizer, lr_scheduler, generator, group, guard, log):
     """The position to start from: the beginning, or where the chosen state stopped (its
-    network, optimizer, schedule and random generators restored)."""
-    pos = ckpt.Position()
+    network, optimizer, schedule and random generators restored). `resume = "auto"` takes only
+    a state of this same run and says which others it passed over and why."""
     if not config.resume:
-        return pos
-    state_dir = ckpt.latest_state(folder) if config.resume == "auto" else Path(config.resume)
-    if state_dir is None:
-        log(f"resume = auto: no saved state in {folder.root}; starting from the beginning.")
-        return pos
-    state = ckpt.load_state(state_dir, network, optimizer, lr_scheduler, generator)
+        return ckpt.Position(rng=ckpt.RngState.capture(generator))
+    if config.resume == "auto":
+        state_dir, skipped = ckpt.latest_state(folder, identity)
+        for reason in skipped:
+            log(f"resume: passed over {reason}")
+        if state_dir is None:
+            raise ckpt.StateError(
+                f"resume = auto: no saved state of '{folder.name}' in {folder.root}"
+                + (" that belongs to this run (see above)" if skipped else "")
+                + ", so there is nothing to continue and nothing was trained. Start without --resume for a "
+                "new run. To be able to resume later, set save_state = true: a state is then saved with "
+                "each epoch file and when you press Ctrl-C."
+            )
+    else:
+        state_dir = Path(config.resume)
+        for difference in identity.differences(ckpt.read_info(state_dir).get("identity", {})):
+            log(f"note: resuming {state_dir.name}, which was saved with {difference}")
+    state, rng = ckpt.load_state(state_dir, network, optimizer, lr_scheduler)
     if state.data.get("fingerprint"):
         group.resume_position(state.data)  # refuses another dataset or seed
-    pos = ckpt.Position(state.epoch, state.step, state.batches_done, [tuple(x) for x in state.extra.get("losses", [])])
-    guard.load_state_dict(state.extra.get("guard", {}))
-    log(f"resumed from {state_dir}: epoch {pos.epoch}, step {pos.step}")
+    rng.restore(generator)
+    extra = state.extra
+    pos = ckpt.Position(
+        state.epoch, state.step, state.batches_done, list(extra.get("epoch_losses", [])),
+        [tuple(x) for x in extra.get("losses", [])], rng,
+    )  # fmt: skip
+    guard.load_state_dict(extra.get("guard", {}))
+    log(
+        f"resumed from {state_dir}: epoch {pos.epoch}, step {pos.step}"
+        + (f", batch {pos.done}" if pos.done else "")
+    )
     return pos
 
 
-def start_record(config: TrainConfig, folder: RunFolder, model, group, plan) -> RunRecord:
+def stopped_message(state: Path | None, pos: ckpt.Position, saver: Saver) -> str:
+    if state is not None:
+        return f"stopped at step {pos.step}: state saved in {state}; continue with --resume auto."
+    if pos.updating:
+        return "stopped in the middle of an optimizer step: no state was saved now; --resume auto continues from the last saved one."
+    if not saver.writes:
+        return "stopped."
+    return "stopped before the first step: nothing to resume."
+
+
+def end_record(record: RunRecord, status: str, pos: ckpt.Position, **extra) -> None:
+    """The run's end in run.json, written even when the disk that failed it is full (then only
+    in memory: the error message already says what happened)."""
+    record.data.update(losses=pos.losses)
+    try:
+        record.finish(status, steps=pos.step, **extra)
+    except OSError:
+        pass
+
+
+def start_record(
+    config: TrainConfig, folder: RunFolder, model, group, plan, resumed: bool, write: bool
+) -> RunRecord:
+    """run.json for this run (continued when resuming). Without `write` it lives in memory only."""
+    if not write:
+        return InMemoryRecord(folder.root, {"epochs": [], "files": [], "losses": []})
     return RunRecord.start(
         folder.root,
+        resumed=resumed,
         config=dict(config.values),
         dataset={
             "train_images": group.num_train_images,
@@ -380,3 +456,10 @@ def start_record(config: TrainConfig, folder: RunFolder, model, group, plan) -> 
         sample_prompts=str(Path(config.sample_prompts).resolve()) if config.sample_prompts else None,
         sample_sampler=config.sample_sampler,
     )
+
+
+class InMemoryRecord(RunRecord):
+    """The record of a run that writes no files (`save_files=False`: the learning-rate finder)."""
+
+    def write(self) -> None:
+        pass

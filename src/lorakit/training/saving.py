@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import LorakitError
 from ..runs import RunFolder, RunRecord
 from . import checkpointing as ckpt
 from .options import ConfigOptions
+from .outputs import disk_message
 
 _PRECISIONS = {"float": "float", "fp16": "fp16", "bf16": "bf16"}
 
@@ -61,24 +64,25 @@ def steps_to_files(last_n_steps: int | None, every: int | None) -> int | None:
 
 @dataclass
 class Saver:
-    """Writes the network files and training states of one run (main process only) and records
-    them in run.json. `metadata(epoch, step)` gives the ss_* keys of a file."""
+    """Writes the network files and training states of one run (main process only) and keeps
+    run.json's file list. `metadata(epoch, step)` gives the ss_* keys of a file. A file is
+    written only from sane weights, and a full disk or a read-only folder stops the run with
+    a message that says so (the temporary file is removed, earlier files stay)."""
 
     options: SaveOptions
     folder: RunFolder
     network: object  # LoRANetwork
     optimizer: object
     lr_scheduler: object
-    generator: object
     guard: object  # CollapseGuard
     group: object  # DatasetGroup
     record: RunRecord
     runtime: object
     metadata: Callable[[int, int], dict]
+    identity: ckpt.RunIdentity
     total_steps: int
     epochs: int
     enabled: bool = True
-    last_saved: Path | None = None
     epoch_files: list[Path] = field(default_factory=list)
 
     @property
@@ -86,29 +90,57 @@ class Saver:
         return self.enabled and self.runtime.is_main_process
 
     def network_file(self, path: Path, epoch: int, step: int) -> Path:
-        if self.writes:
+        if not self.writes:
+            return path
+        problem = self.network.weight_problem()
+        if problem:
+            self.guard.pending = None
+            self.guard.stop(
+                f"the network is broken at step {step} ({problem}), so {path.name} was not written"
+            )
+        size = sum(t.numel() * t.element_size() for t in self.network.state_dict().values())
+        with self.disk(path, size):
             self.network.save(
                 path,
                 metadata=self.metadata(epoch, step),
                 precision=_PRECISIONS.get(self.options.save_precision or ""),
                 modelspec=self.options.modelspec(self.folder.name),
             )
-            self.last_saved = path
-            self.record.add_file(str(path))
+        self.guard.saved(str(path))
+        self.update_record()
         return path
 
     def state(self, path: Path, pos: ckpt.Position, epoch: int, done: int) -> None:
-        """A state that resumes at batch `done` of `epoch`."""
+        """A state that resumes at batch `done` of `epoch`, with the generators of the last step."""
         if self.writes:
+            epoch_losses = pos.epoch_losses if epoch == pos.epoch else []
             state = ckpt.TrainState(
                 epoch,
                 pos.step,
                 done,
                 self.group.state(epoch, done).to_dict(),
-                {"losses": pos.losses, "guard": self.guard.state_dict()},
+                {"losses": pos.losses, "epoch_losses": epoch_losses, "guard": self.guard.state_dict()},
+                self.identity.to_dict(),
             )
-            ckpt.save_state(path, self.network, self.optimizer, self.lr_scheduler, self.generator, state)
+            with self.disk(path):
+                ckpt.save_state(path, self.network, self.optimizer, self.lr_scheduler, pos.rng, state)
+            self.update_record()
         self.runtime.wait_for_everyone()
+
+    @contextmanager
+    def disk(self, path: Path, size: int | None = None):
+        """OSError while writing `path` -> a LorakitError naming the folder and the space."""
+        try:
+            yield
+        except OSError as e:
+            raise SaveFailed(disk_message(e, path, size)) from e
+
+    def update_record(self) -> None:
+        """run.json lists every file of the run that exists now (pruned ones gone)."""
+        if self.writes:
+            self.record.data["files"] = [str(p) for p in self.folder.files()]
+            with self.disk(self.record.path):
+                self.record.write()
 
     def after_step(self, pos: ckpt.Position) -> None:
         o, f = self.options, self.folder
@@ -120,6 +152,7 @@ class Saver:
         if o.save_state:
             self.state(f.step_state(pos.step), pos, pos.epoch, pos.done)
             f.prune_step_states(steps_to_files(o.save_last_n_steps_state, every))
+        self.update_record()
 
     def after_epoch(self, pos: ckpt.Position, last: bool) -> Path | None:
         """The file saved for this epoch (None if none): on the save schedule, and always the
@@ -139,11 +172,17 @@ class Saver:
         if o.save_state:
             self.state(f.epoch_state(epoch), pos, epoch + 1, 0)
             f.prune_epoch_states(o.save_last_n_epochs_state)
+        self.update_record()
         return file
 
     def interrupted(self, pos: ckpt.Position) -> Path | None:
-        """Ctrl-C: a state to continue from (none before the first step)."""
-        if pos.step == 0:
+        """Ctrl-C / SIGTERM: a state to continue from, at the last completed step (none before
+        the first step)."""
+        if pos.step == 0 or not self.writes:
             return None
         self.state(self.folder.final_state, pos, pos.epoch, pos.done)
         return self.folder.final_state
+
+
+class SaveFailed(LorakitError):
+    """A network file, state or run.json could not be written (disk full, no permission)."""

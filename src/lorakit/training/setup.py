@@ -4,18 +4,20 @@ network, the caption cache. The recipe calls these in order; each reads the opti
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import torch
 from accelerate import PartialState
 
 from ..data import build_datasets, config_from_dict, config_from_folders
 from ..data import load_config as load_dataset_config
-from ..data.latent_cache import cache_latents, module_fingerprint
+from ..data.latent_cache import cache_latents, check_cacheable, module_fingerprint
 from ..data.schema import options_for_dataset
 from ..data.text_cache import TextOutputCache
 from ..errors import ConfigError
-from ..models.load import load_model
-from ..networks import create_network, create_network_from_weights, merge_networks
+from ..evaluation.prompts import load_prompts
+from ..models.load import ModelFacts, load_model, model_facts
+from ..networks import create_network, create_network_from_weights, merge_networks, network_options
 from .config import TrainConfig, network_args
 from .step import TextOptions, text_outputs
 
@@ -61,21 +63,53 @@ def weight_dtype(config: TrainConfig) -> torch.dtype:
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
 
 
-def load_base(config: TrainConfig, device, log):
+def preflight(config: TrainConfig) -> ModelFacts:
+    """Everything that can be checked before the slow model load: the model file's header, the
+    network options for its family, the files the config names, options that exclude each other.
+    A mistake found here costs the user seconds, not the minutes of a model load."""
     if not config.pretrained_model_name_or_path:
         raise ConfigError(
             "no base model: set pretrained_model_name_or_path (a .safetensors/.ckpt file or diffusers folder)."
         )
+    facts = model_facts(config.pretrained_model_name_or_path, True if config.v_parameterization else None)
+    if config.sdxl and not facts.family.is_xl:
+        raise ConfigError(
+            f"sdxl = true, but {config.pretrained_model_name_or_path} is a {facts.family.label} model."
+        )
+    for name in ("vae", "network_weights", "sample_prompts", "dataset_config", "in_json"):
+        value = config.values[name]
+        if value and not Path(value).exists():
+            raise ConfigError(f"{name} = {value!r}: no such file or folder.")
+    for path in config.base_weights:
+        if not Path(path).exists():
+            raise ConfigError(f"base_weights: {path!r}: no such file.")
+    if not config.dim_from_weights:
+        options = network_options(
+            facts.family, config.network_module, config.network_dim, config.network_alpha, network_args(config),
+            config.network_dropout, config.network_train_unet_only, config.network_train_text_encoder_only,
+        )  # fmt: skip
+        if options.train_text_encoder and (
+            config.cache_text_encoder_outputs or config.cache_text_encoder_outputs_to_disk
+        ):
+            raise ConfigError(CACHE_NEEDS_FROZEN)
+    if config.sample_prompts:
+        load_prompts(Path(config.sample_prompts))
+    return facts
+
+
+CACHE_NEEDS_FROZEN = (
+    "cache_text_encoder_outputs needs frozen text encoders, but the network trains them. Set "
+    "network_train_unet_only = true, or remove cache_text_encoder_outputs."
+)
+
+
+def load_base(config: TrainConfig, device, log):
     model = load_model(
         config.pretrained_model_name_or_path,
         vae=config.vae,
         v_parameterization=True if config.v_parameterization else None,
         dtype=torch.float32,
     )
-    if config.sdxl and not model.family.is_xl:
-        raise ConfigError(
-            f"sdxl = true, but {config.pretrained_model_name_or_path} is a {model.family.label} model."
-        )
     dtype = weight_dtype(config)
     keep_vae_fp32 = config.no_half_vae or (model.family.is_xl and dtype == torch.float16)
     for name, module in model.components.items():
@@ -108,17 +142,16 @@ def data_config(config: TrainConfig):
     return config_from_folders(config.train_data_dir, config.reg_data_dir, config.in_json, options)
 
 
-def build_data(config: TrainConfig, model, seed: int, log):
-    """(training group, validation group or None)."""
+def build_data(config: TrainConfig, resolution: int, seed: int, log):
+    """(training group, validation group or None). `resolution`: the model's own, for datasets
+    that do not set one (ModelFacts.resolution, known before the model is loaded)."""
     data = data_config(config)
-    group = build_datasets(
-        data, resolution=model.resolution, prior_loss_weight=config.prior_loss_weight, seed=seed
-    )
+    group = build_datasets(data, resolution=resolution, prior_loss_weight=config.prior_loss_weight, seed=seed)
+    if config.cache_latents or config.cache_latents_to_disk:
+        check_cacheable(group)
     validation = None
     if any(ds.validation_split for ds in data.datasets):
-        validation = build_datasets(
-            data, resolution=model.resolution, seed=seed, split="validation", strict=False
-        )
+        validation = build_datasets(data, resolution=resolution, seed=seed, split="validation", strict=False)
         if validation.steps_per_epoch == 0:
             validation = None
     return group, validation
@@ -146,7 +179,9 @@ def build_network(config: TrainConfig, model, log):
             raise ConfigError("dim_from_weights needs network_weights (the LoRA file to continue).")
         network = create_network_from_weights(model, config.network_weights)
         ranks = sorted({m.dim for _, m in network.named_network_modules()})
-        log(f"network shaped like {config.network_weights} (ranks {', '.join(map(str, ranks))}), weights loaded")
+        log(
+            f"network shaped like {config.network_weights} (ranks {', '.join(map(str, ranks))}), weights loaded"
+        )
         return network.apply_to()
     network = create_network(
         model,
@@ -202,10 +237,7 @@ def caption_cache(config: TrainConfig, model, group, train_text: bool, log) -> T
     up_front = config.cache_text_encoder_outputs or config.cache_text_encoder_outputs_to_disk
     if train_text:
         if up_front:
-            raise ConfigError(
-                "cache_text_encoder_outputs needs frozen text encoders, but the network trains them. Set "
-                "network_train_unet_only = true, or remove cache_text_encoder_outputs."
-            )
+            raise ConfigError(CACHE_NEEDS_FROZEN)
         return None
     text = TextOptions.from_config(config)
     to_disk = bool(config.cache_text_encoder_outputs_to_disk)

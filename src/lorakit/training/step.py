@@ -159,7 +159,11 @@ def validation_loss(
                     noisy.to(dtype), timesteps.to(latents.device), hidden.to(dtype), added_cond_kwargs=added
                 ).sample
                 loss = training_loss(
-                    pred.float(), target(ctx.scheduler, latents, noise, timesteps), timesteps, ctx.scheduler, ctx.loss
+                    pred.float(),
+                    target(ctx.scheduler, latents, noise, timesteps),
+                    timesteps,
+                    ctx.scheduler,
+                    ctx.loss,
                 )
                 losses.append(loss.item())
     return sum(losses) / len(losses) if losses else None

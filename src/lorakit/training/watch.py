@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,58 +18,79 @@ COLLAPSE_ADVICE = (
 
 
 class TrainingCollapsed(LorakitError):
-    """The loss became NaN or infinite: the run is ruined ("炸炉") and was stopped."""
+    """The loss became NaN or infinite, or ran away: the run is ruined ("炸炉") and was stopped."""
 
 
 @dataclass
 class CollapseGuard:
-    """Stops on a NaN/inf loss at once; warns (once) when the smoothed loss keeps rising far above
-    its best value, which usually means the learning rate is too high."""
+    """Watches the loss of every step. Stops the run at once on a NaN/inf loss, and when the loss
+    runs away before it becomes NaN: the smoothed loss above `factor` times its start for
+    `patience` steps, or one step above `jump` times the start (the start is the mean of the
+    first `warmup` steps; healthy runs stay within a few times it). A saved file counts as good
+    only once a later step, computed with its weights, passed these checks (or the run ended)."""
 
-    smoothing: float = 0.98
-    factor: float = 3.0
-    patience: int = 50
+    factor: float = 5.0
+    jump: float = 100.0
+    warmup: int = 20
+    patience: int = 10
+    smoothing: float = 0.9
+    first: list[float] = field(default_factory=list)
     ema: float | None = None
-    best: float = math.inf
-    rising: int = 0
-    warned: bool = False
-    seen: int = 0
+    above: int = 0
+    pending: str | None = None  # saved, not yet confirmed by a healthy step
+    good: str | None = None  # the newest confirmed file
 
-    def check(self, loss: float, step: int, last_saved: str | None) -> str | None:
+    @property
+    def start(self) -> float | None:
+        return sum(self.first) / len(self.first) if len(self.first) >= self.warmup else None
+
+    def healthy(self) -> bool:
+        """Is the run healthy now (a file saved now may become good)?"""
+        start = self.start
+        return start is None or self.ema is None or self.ema <= self.factor * start
+
+    def saved(self, path: str) -> None:
+        self.pending = path
+
+    def finished(self) -> None:
+        """The run ended: a file saved at the last step is good if the run was healthy then."""
+        if self.pending and self.healthy():
+            self.good, self.pending = self.pending, None
+
+    def check(self, loss: float, step: int) -> None:
+        """Raises TrainingCollapsed when the run is ruined; else confirms the pending file."""
         if not math.isfinite(loss):
-            kept = f"The last good LoRA is {last_saved}." if last_saved else "No LoRA had been saved yet."
-            raise TrainingCollapsed(
-                f"the loss became {loss} at step {step}; training stopped. {kept} {COLLAPSE_ADVICE}"
-            )
-        self.seen += 1
+            self.stop(f"the loss became {loss} at step {step}")
+        if len(self.first) < self.warmup:
+            self.first.append(loss)
         self.ema = loss if self.ema is None else self.smoothing * self.ema + (1 - self.smoothing) * loss
-        if self.seen < self.patience:
-            return None
-        self.best = min(self.best, self.ema)
-        self.rising = self.rising + 1 if self.ema > self.factor * self.best else 0
-        if self.rising >= self.patience and not self.warned:
-            self.warned = True
-            return (
-                f"warning: the smoothed loss ({self.ema:.4f}) has stayed above {self.factor:g}x its best "
-                f"({self.best:.4f}) for {self.patience} steps: the run may be diverging. {COLLAPSE_ADVICE}"
-            )
-        return None
+        start = self.start
+        if start is not None:
+            if loss > self.jump * start:
+                self.stop(
+                    f"the loss jumped to {loss:.4g} at step {step}, {loss / start:.0f}x its start ({start:.4g})"
+                )
+            self.above = self.above + 1 if self.ema > self.factor * start else 0
+            if self.above >= self.patience:
+                self.stop(
+                    f"the loss ran away: smoothed {self.ema:.4g} at step {step}, above {self.factor:g}x its start "
+                    f"({start:.4g}) for {self.patience} steps"
+                )
+        if self.pending and self.healthy():
+            self.good, self.pending = self.pending, None
+
+    def stop(self, what: str) -> None:
+        kept = f"The last good LoRA is {self.good}." if self.good else "No good LoRA had been saved yet."
+        if self.pending:
+            kept += f" {self.pending} was saved after it, when the run was already failing: do not use it."
+        raise TrainingCollapsed(f"{what}; training stopped. {kept} {COLLAPSE_ADVICE}")
 
     def state_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.__dict__.update(state)
-
-
-def preview_problem(image: np.ndarray) -> str | None:
-    """'black' / 'uniform' for a preview that shows nothing, the visible sign of a NaN run."""
-    pixels = image.astype(np.float32)
-    if pixels.max() < 8:
-        return "black"
-    if pixels.std() < 2:
-        return "uniform"
-    return None
+        known = set(self.__dict__)
+        self.__dict__.update({k: v for k, v in state.items() if k in known})
 
 
 def plot_losses(losses: list[tuple[int, float]], epochs: list[dict], path: Path) -> Path | None:

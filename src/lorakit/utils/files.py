@@ -10,6 +10,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..errors import LorakitError
+from . import faults
+
+TMP_SUFFIX = ".tmp"
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
@@ -20,13 +25,14 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent))
     staged = tmp / target.name
     try:
         yield staged
         if staged.is_file():
             with open(staged, "rb") as f:
                 os.fsync(f.fileno())
+        faults.point(f"rename:{target.name}")
         if target.is_dir() and staged.is_dir():
             old = tmp / (target.name + ".old")
             os.replace(target, old)
@@ -35,6 +41,29 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             os.replace(staged, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def leftover_temps(folder: Path, prefix: str = "") -> list[Path]:
+    """The temporary folders `atomic_path` leaves when its process is killed mid-write (only
+    those whose target name starts with `prefix`)."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_dir() and p.name.startswith("." + prefix) and p.name.endswith(TMP_SUFFIX)
+    )
+
+
+def refuse_input(out: str | os.PathLike, inputs, flag: str = "--out") -> None:
+    """Stop before a command writes over one of its own inputs."""
+    target = Path(out).resolve()
+    for source in inputs:
+        if source is not None and Path(source).resolve() == target:
+            raise LorakitError(
+                f"{flag} {out} is also an input of this command: writing it would destroy the input "
+                "before it is read. Choose another output name."
+            )
 
 
 def sha256_file(path: str | os.PathLike, start: int = 0, length: int | None = None) -> str:
