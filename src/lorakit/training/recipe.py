@@ -23,7 +23,9 @@ from tqdm.auto import tqdm
 
 from ..errors import LorakitError
 from . import checkpointing as ckpt
+from . import control as run_control  # [ui] sample now / save now / stop between steps
 from .config import TrainConfig, optimizer_args, to_toml
+from .events import EVENTS_FILE, EventLog  # [ui] events.jsonl for the web UI
 from .loss import LossOptions
 from .noise import NoiseOptions, training_scheduler
 from .optim import create_optimizer, create_scheduler, effective_lrs, is_schedule_free
@@ -244,6 +246,19 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
     )
     if accelerator.is_main_process:
         (output_dir / f"{name}-config.toml").write_text(to_toml(config))
+    events = EventLog(output_dir / EVENTS_FILE, enabled=accelerator.is_main_process and save_files)  # [ui]
+    controls = run_control.ControlPoller(output_dir, enabled=events.enabled and world == 1)  # [ui]
+    events.plan(  # [ui]
+        plan.warnings,
+        step,
+        total_steps=plan.total_steps,
+        epochs=plan.epochs,
+        steps_per_epoch=plan.steps_per_epoch,
+        batch_size=config.train_batch_size,
+        images=group.num_train_images,
+        output_name=name,
+        resumed_from=resume_dir,
+    )
     tensorboard = Scalars(
         Path(config.logging_dir or output_dir / "logs")
         if config.log_with == "tensorboard" and accelerator.is_main_process
@@ -260,8 +275,10 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
                 model, network, prompts, config, output_dir / "sample", name, label
             )
             samples.extend(files)
+            events.emit("sample", step=at_step, label=label, files=files)  # [ui]
             for warning in warnings:
                 log(warning)
+                events.warning(warning)  # [ui]
             tensorboard.image("samples", np.asarray(Image.open(files[-1]).convert("RGB")), at_step)
         accelerator.wait_for_everyone()
 
@@ -313,6 +330,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
         )
         last_saved = path
         record.add_file(str(path))
+        events.emit("saved", step=step, epoch=at_epoch, what="lora", path=path)  # [ui]
         return path
 
     def save_training_state(folder: Path, at_epoch: int, batches_done: int) -> None:
@@ -325,7 +343,18 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
                 {"losses": losses, "guard": guard.state_dict()},
             )
             ckpt.save_state(folder, network, setup.optimizer, scheduler_lr, generator, state)
+            events.emit("saved", step=step, epoch=at_epoch, what="state", path=folder)  # [ui]
         accelerator.wait_for_everyone()
+
+    def sample_now() -> None:  # [ui] "sample now" (lorakit.training.control)
+        if prompts:
+            previews(f"{step:06d}", step)
+        else:
+            events.warning("sample now: this run has no sample_prompts")
+
+    def save_now() -> None:  # [ui] "save now": the LoRA and the state at this step
+        save_network(ckpt.step_file(output_dir, name, step, ext), epoch)
+        save_training_state(ckpt.step_state_dir(output_dir, name, step), epoch, done)
 
     # the loop
     log("", f"training: {plan.total_steps} steps, {plan.epochs} epochs. Output: {output_dir}")
@@ -395,7 +424,9 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
                 warning = guard.check(current, step, str(last_saved) if last_saved else None)
                 if warning:
                     log(warning)
+                    events.warning(warning)  # [ui]
                 lrs = effective_lrs(setup.optimizer)
+                events.step(step, plan.total_steps, epoch, current, lrs)  # [ui]
                 progress.update(1)
                 progress.set_postfix(epoch=epoch, loss=f"{current:.4f}", lr=f"{lrs[0]:.2e}")
                 scalars = {"loss/current": current, "loss/average": sum(epoch_losses) / len(epoch_losses)}
@@ -417,6 +448,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
                 ):
                     val_step = validate()
                     tensorboard.log({"loss/validation/step_current": val_step}, step)
+                    events.emit("validation", step=step, epoch=epoch, loss=val_step, every="step")  # [ui]
                     validation_steps.append((step, val_step))
                 if (
                     config.save_every_n_steps
@@ -436,6 +468,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
                             rf"{name}-step\d{{8}}-state",
                             _steps_to_files(config.save_last_n_steps_state, config.save_every_n_steps),
                         )
+                controls.serve(sample=sample_now, save=save_now)  # [ui] requests between steps
                 if step >= plan.total_steps:
                     break
 
@@ -467,6 +500,11 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
                 (config.sample_every_n_epochs and epoch % config.sample_every_n_epochs == 0) or last_epoch
             ):
                 previews(f"e{epoch:06d}", step)
+            if val is not None:  # [ui]
+                events.emit("validation", step=step, epoch=epoch, loss=val, every="epoch")  # [ui]
+            events.emit(  # [ui]
+                "epoch", epoch=epoch, step=step, loss=epoch_loss, validation_loss=val, file=file
+            )
             if accelerator.is_main_process:
                 record.data["losses"] = losses
                 record.data["validation_steps"] = validation_steps
@@ -478,17 +516,24 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
             )
             epoch += 1
             done = 0
-    except KeyboardInterrupt:
-        status = "interrupted"
+    except KeyboardInterrupt as stop:
+        status = "stopped" if isinstance(stop, run_control.StopRequested) else "interrupted"  # [ui]
         if step > 0:
             save_training_state(ckpt.final_state_dir(output_dir, name), epoch, done)
             log(
                 f'interrupted: state saved in {ckpt.final_state_dir(output_dir, name)}; continue with resume = "auto".'
             )
+        events.end(status, step=step, state=ckpt.final_state_dir(output_dir, name) if step else None)  # [ui]
         raise
     except LorakitError as error:
         status = "collapsed" if "loss became" in str(error) else "failed"
         record.finish(status, error=str(error))
+        if status == "collapsed":  # [ui]
+            events.emit("collapse", step=step, message=str(error))  # [ui]
+        events.end(status, step=step, error=str(error))  # [ui]
+        raise
+    except BaseException as error:  # [ui] anything else still ends the event log
+        events.end("failed", step=step, error=f"{type(error).__name__}: {error}")  # [ui]
         raise
     finally:
         progress.close()
@@ -507,6 +552,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
         final_file=str(final),
         seconds=round(time.time() - started, 1),
     )
+    events.end(status, step=step, final_file=final if final.exists() else None, loss_plot=plot)  # [ui]
     log(f"done: {final}", f"loss plot: {plot}", f"run record: {record.path}")
     return TrainResult(
         output_dir,
