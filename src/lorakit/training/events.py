@@ -190,6 +190,10 @@ class EventTail:
         self._partial = b""
 
     def poll(self) -> list[dict]:
+        return [event for event, _ in self.poll_raw()]
+
+    def poll_raw(self) -> list[tuple[dict, bytes]]:
+        """The new events with their lines as written (a server can send them on unchanged)."""
         try:
             size = os.stat(self.path).st_size
         except OSError:
@@ -209,5 +213,5 @@ class EventTail:
             event = _parse(line)
             if event is not None and event["id"] > self.after:
                 self.after = event["id"]
-                events.append(event)
+                events.append((event, line))
         return events
