@@ -517,3 +517,15 @@ def test_literal_dot_dot_and_links_are_refused_before_any_read(workspace):
     assert resolve_location("datasets/star", roots) == workspace.root / "datasets" / "star"
     assert resolve_user_path(str(workspace.root / "models"), roots) == workspace.root / "models"
     assert location_of(workspace.settings.allow["extra"] / "note.txt", roots) == "@extra/note.txt"
+
+
+def test_ui_help_explains_every_option(capsys):
+    from lorakit.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["ui", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for option in ("--workspace DIR", "--host HOST", "--port N", "--token T"):
+        assert option in text, option
+    assert "Default 127.0.0.1: only this computer can connect" in text
+    assert "requires a token" in text and "LORAKIT_UI_TOKEN" in text
