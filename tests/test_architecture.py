@@ -5,7 +5,6 @@ option name the code reads defined in the option table."""
 import ast
 import importlib
 import pkgutil
-import re
 from dataclasses import fields
 from pathlib import Path
 
@@ -167,9 +166,11 @@ def test_every_option_the_code_reads_is_in_the_option_table():
         unknown = [f.name for f in fields(cls) if f.name not in BY_NAME]
         assert not unknown, f"{cls.__name__} reads {unknown}, which are not options"
     own = {name for name in dir(TrainConfig)} | {f.name for f in fields(TrainConfig)}
-    pattern = re.compile(r"(?<![\w.-])config\.([a-z_][a-z0-9_]*)")
     for module, path in MODULES.items():
         if part(module) not in ("training", "quickstart", "cli", "web"):
             continue
-        for name in pattern.findall(path.read_text(encoding="utf-8")):
-            assert name in BY_NAME or name in own, f"{module} reads config.{name}, which is not an option"
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "config":
+                name = node.attr
+                assert name in BY_NAME or name in own, f"{module} reads config.{name}, which is not an option"

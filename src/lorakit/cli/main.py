@@ -27,6 +27,7 @@ COMMANDS = {
     "extract": "extract_cmd",
     "inspect": "inspect_cmd",
     "convert": "convert_cmd",
+    "ui": "ui_cmd",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..training.control import ACTIONS
 from ..training.options import OPTIONS, SECTIONS
 
 _SECTION_TITLES = {
@@ -50,18 +51,30 @@ def overrides(args: argparse.Namespace) -> dict:
 def register(sub) -> None:
     p = sub.add_parser(
         "train",
-        usage="lorakit train CONFIG [--print-config] [--option VALUE ...]",
+        usage="lorakit train CONFIG [--print-config] [--option VALUE ...]\n"
+        "       lorakit train [CONFIG] --control {sample,save,stop} [--output_dir DIR]",
         help="Train a LoRA from a config file (lorakit or sd-scripts TOML).",
         description="Train a LoRA (or LoCon, LoHa, LoKr, DyLoRA) on a Stable Diffusion checkpoint. CONFIG is a "
         "TOML file: lorakit's own or the one sd-scripts takes with --config_file (lora-scripts configs work too). "
         "Any option below given on the command line overrides the file. Before the first step lorakit prints "
-        "the plan (images, repeats, steps, memory) and warns about risky settings.",
+        "the plan (images, repeats, steps, memory) and warns about risky settings. While it runs, "
+        "'lorakit train CONFIG --control save' (from another terminal) asks it to save now; the run "
+        "writes its progress as JSON lines to OUTPUT_DIR/events.jsonl.",
     )
     p.add_argument("config", nargs="?", help="The TOML config file.")
     p.add_argument(
         "--print-config", action="store_true", help="Print the resolved configuration as TOML and stop."
     )
     p.add_argument("--quiet", action="store_true", help="Print only warnings and errors.")
+    p.add_argument(
+        "--control",
+        choices=list(ACTIONS),
+        metavar="ACTION",
+        help="Do not train: send a request to the training that is running into the output folder (the "
+        "config's output_dir, or --output_dir) and return at once. "
+        + "; ".join(f"{name}: {why}" for name, why in ACTIONS.items())
+        + ". It is carried out after the current step.",
+    )
     add_option_flags(p)
     p.set_defaults(run=run)
 
@@ -70,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     from ..training.config import load_config, to_toml
 
     config = load_config(args.config, overrides(args))
+    if args.control:
+        return send_control(config.output_dir, args.control)
     if args.print_config:
         print(to_toml(config))
         for key, why in config.ignored.items():
@@ -79,3 +94,23 @@ def run(args: argparse.Namespace) -> int:
 
     result = train(config, quiet=args.quiet)
     return 0 if result.final_file else 1
+
+
+def send_control(output_dir: str, action: str) -> int:
+    from pathlib import Path
+
+    from ..runs import EVENTS_FILE
+    from ..training.control import send
+    from ..training.events import read_events
+
+    path = send(output_dir, action)
+    print(
+        f"sent '{action}' to the training in {output_dir} ({path.name}); it is done after the current step."
+    )
+    ends = read_events(Path(output_dir) / EVENTS_FILE, kinds=["plan", "end"])
+    if not ends or ends[-1]["kind"] == "end":
+        print(
+            "note: no training seems to be running in this folder (its events.jsonl has ended); "
+            "a training started later drops requests sent before it.",
+        )
+    return 0

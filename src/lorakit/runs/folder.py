@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RUN_FILE = "run.json"
+EVENTS_FILE = "events.jsonl"  # the run's events as JSON lines, for the web UI (training/events.py)
+CONTROL_DIR = ".lorakit-control"  # requests to a running training (training/control.py)
 
 # an epoch number at the end of a file's stem, as sd-scripts and other trainers write it:
 # name-000003, name_3, name-e3, name-epoch3
@@ -98,6 +100,14 @@ class RunFolder:
     @property
     def record(self) -> Path:
         return self.root / RUN_FILE
+
+    @property
+    def events(self) -> Path:
+        return self.root / EVENTS_FILE
+
+    @property
+    def control(self) -> Path:
+        return self.root / CONTROL_DIR
 
     def files(self) -> list[Path]:
         """Every file and state folder of this run in the folder (run.json aside), by its names."""

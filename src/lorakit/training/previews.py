@@ -101,14 +101,16 @@ class Previews:
     steps (unless every N epochs is set, which wins) and every N epochs, and always after the
     last epoch when previews are on. Drawn on the main process; the others wait."""
 
-    def __init__(self, options: PreviewOptions, model, network, folder, runtime, tensorboard, log):
+    def __init__(self, options: PreviewOptions, model, network, folder, runtime, tensorboard, log, events):
         self.options, self.model, self.network, self.folder = options, model, network, folder
-        self.runtime, self.tensorboard, self.log = runtime, tensorboard, log
+        self.runtime, self.tensorboard, self.log, self.events = runtime, tensorboard, log, events
         self.prompts = load_preview_prompts(options.sample_prompts) if options.sample_prompts else []
         self.files: list[Path] = []
 
     def draw(self, label: str, step: int) -> None:
-        if self.prompts and self.runtime.is_main_process:
+        if not self.prompts:
+            self.events.warning("no previews: this run has no sample_prompts")
+        elif self.runtime.is_main_process:
             files, warnings = make_previews(
                 self.model,
                 self.network,
@@ -119,8 +121,10 @@ class Previews:
                 label,
             )
             self.files.extend(files)
+            self.events.emit("sample", step=step, label=label, files=files)
             for warning in warnings:
                 self.log(warning)
+                self.events.warning(warning)
             self.tensorboard.image("samples", np.asarray(Image.open(files[-1]).convert("RGB")), step)
         self.runtime.wait_for_everyone()
 

@@ -31,6 +31,8 @@ from ..utils import faults
 from . import checkpointing as ckpt
 from .checkpointing import RngState
 from .config import TrainConfig, optimizer_args, to_toml
+from .control import ControlPoller, StopRequested
+from .events import EventLog
 from .interrupts import StopRequest
 from .loss import LossOptions
 from .metadata import new_session_id, training_metadata
@@ -130,7 +132,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
         generator = torch.Generator(device="cpu").manual_seed(seed)
         guard = CollapseGuard()
         identity = run_identity(config, folder, seed, group)
-        pos = resume(
+        pos, resumed_from = resume(
             config, folder, identity, network, optim.optimizer, lr_scheduler, generator, group, guard, log
         )
         if optim.relative_step is False and is_schedule_free(optim.name):
@@ -138,16 +140,23 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
 
         # -- what the loop writes
         if writes:
-            check_owner(
-                folder, resuming=pos.step > 0 or bool(config.resume), overwrite=config.overwrite, log=log
-            )
+            check_owner(folder, resuming=resumed_from is not None, overwrite=config.overwrite, log=log)
             folder.config_copy.write_text(to_toml(config))
-        record = start_record(config, folder, model, group, plan, resumed=pos.step > 0, write=writes)
+        record = start_record(
+            config, folder, model, group, plan, resumed=resumed_from is not None, write=writes
+        )
+        events = EventLog(folder.events, enabled=writes)
+        controls = ControlPoller(folder.root, enabled=writes and runtime.num_processes == 1)
+        events.plan(
+            plan.warnings, pos.step, total_steps=plan.total_steps, epochs=plan.epochs,
+            steps_per_epoch=plan.steps_per_epoch, batch_size=config.train_batch_size,
+            images=group.num_train_images, output_name=folder.name, resumed_from=resumed_from,
+        )  # fmt: skip
         tensorboard = Scalars(
             Path(config.logging_dir or folder.logs) if config.log_with == "tensorboard" and writes else None
         )
         previews = Previews(
-            PreviewOptions.from_config(config), model, network, folder, runtime, tensorboard, log
+            PreviewOptions.from_config(config), model, network, folder, runtime, tensorboard, log, events
         )
         session, started = new_session_id(), time.time()
         metadata = partial(
@@ -157,7 +166,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
         saver = Saver(
             SaveOptions.from_config(config), folder, network, optim.optimizer, lr_scheduler, guard, group, record,
             runtime, lambda epoch, step: metadata(epoch=epoch, step=step), identity, plan.total_steps, plan.epochs,
-            enabled=save_files,
+            events, enabled=save_files,
         )  # fmt: skip
         ctx = StepContext(
             model, training_scheduler(model, config.zero_terminal_snr), NoiseOptions.from_config(config),
@@ -209,6 +218,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
                         pos.rng, pending = RngState.capture(generator), []
                         guard.check(current, pos.step)
                         lrs = effective_lrs(optim.optimizer)
+                        events.step(pos.step, plan.total_steps, pos.epoch, current, lrs)
                         progress.update(1)
                         progress.set_postfix(epoch=pos.epoch, loss=f"{current:.4f}", lr=f"{lrs[0]:.2e}")
                         tensorboard.log(
@@ -220,8 +230,15 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
                         if validation is not None and checks.at_step(pos.step):
                             value = validate()
                             tensorboard.log({"loss/validation/step_current": value}, pos.step)
+                            events.emit(
+                                "validation", step=pos.step, epoch=pos.epoch, loss=value, every="step"
+                            )
                             validation_steps.append((pos.step, value))
                         saver.after_step(pos)
+                        controls.serve(
+                            sample=lambda: previews.draw(f"{pos.step:06d}", pos.step),
+                            save=lambda: saver.now(pos),
+                        )
                         if stop.requested:
                             raise KeyboardInterrupt
                         if pos.step >= plan.total_steps:
@@ -239,6 +256,16 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
                     last = pos.step >= plan.total_steps or pos.epoch >= plan.epochs
                     file = saver.after_epoch(pos, last)
                     previews.after_epoch(pos.epoch, pos.step, last)
+                    if val is not None:
+                        events.emit("validation", step=pos.step, epoch=pos.epoch, loss=val, every="epoch")
+                    events.emit(
+                        "epoch",
+                        epoch=pos.epoch,
+                        step=pos.step,
+                        loss=epoch_loss,
+                        validation_loss=val,
+                        file=file,
+                    )
                     record.data.update(losses=pos.losses, validation_steps=validation_steps)
                     record.add_epoch(pos.epoch, pos.step, epoch_loss, val, file.name if file else None)
                     saver.update_record()
@@ -250,16 +277,24 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
                     pos.epoch, pos.done, pos.epoch_losses = pos.epoch + 1, 0, []
                     if stop.requested:
                         raise KeyboardInterrupt
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
+            status = "stopped" if isinstance(interrupt, StopRequested) else "interrupted"
             state = None if pos.updating else saver.interrupted(pos)
-            end_record(record, "interrupted", pos)
+            end_record(record, status, pos)
+            events.end(status, step=pos.step, state=state)
             log(stopped_message(state, pos, saver))
             raise
         except TrainingCollapsed as error:
             end_record(record, "collapsed", pos, error=str(error), last_good_file=guard.good)
+            events.emit("collapse", step=pos.step, message=str(error), last_good_file=guard.good)
+            events.end("collapsed", step=pos.step, error=str(error))
             raise
         except (LorakitError, OSError) as error:
             end_record(record, "failed", pos, error=str(error))
+            events.end("failed", step=pos.step, error=str(error))
+            raise
+        except BaseException as error:
+            events.end("failed", step=pos.step, error=f"{type(error).__name__}: {error}")
             raise
         finally:
             progress.close()
@@ -274,6 +309,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
             seconds=round(time.time() - started, 1), last_good_file=guard.good,
         )  # fmt: skip
         saver.update_record()
+        events.end("finished", step=pos.step, final_file=final if final.exists() else None, loss_plot=plot)
     log(f"done: {final}", f"loss plot: {plot}", f"run record: {record.path}")
     return TrainResult(
         folder.root, final if final.exists() else None, saver.epoch_files, pos.step, pos.epoch - 1,
@@ -367,7 +403,7 @@ def resume(config, folder, identity, network, optimizer, lr_scheduler, generator
     network, optimizer, schedule and random generators restored). `resume = "auto"` takes only
     a state of this same run and says which others it passed over and why."""
     if not config.resume:
-        return ckpt.Position(rng=ckpt.RngState.capture(generator))
+        return ckpt.Position(rng=ckpt.RngState.capture(generator)), None
     if config.resume == "auto":
         state_dir, skipped = ckpt.latest_state(folder, identity)
         for reason in skipped:
@@ -398,7 +434,7 @@ def resume(config, folder, identity, network, optimizer, lr_scheduler, generator
         f"resumed from {state_dir}: epoch {pos.epoch}, step {pos.step}"
         + (f", batch {pos.done}" if pos.done else "")
     )
-    return pos
+    return pos, state_dir
 
 
 def stopped_message(state: Path | None, pos: ckpt.Position, saver: Saver) -> str:

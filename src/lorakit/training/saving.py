@@ -82,6 +82,7 @@ class Saver:
     identity: ckpt.RunIdentity
     total_steps: int
     epochs: int
+    events: object  # EventLog
     enabled: bool = True
     epoch_files: list[Path] = field(default_factory=list)
 
@@ -108,6 +109,7 @@ class Saver:
             )
         self.guard.saved(str(path))
         self.update_record()
+        self.events.emit("saved", step=step, epoch=epoch, what="lora", path=path)
         return path
 
     def state(self, path: Path, pos: ckpt.Position, epoch: int, done: int) -> None:
@@ -125,6 +127,7 @@ class Saver:
             with self.disk(path):
                 ckpt.save_state(path, self.network, self.optimizer, self.lr_scheduler, pos.rng, state)
             self.update_record()
+            self.events.emit("saved", step=pos.step, epoch=epoch, what="state", path=path)
         self.runtime.wait_for_everyone()
 
     @contextmanager
@@ -174,6 +177,12 @@ class Saver:
             f.prune_epoch_states(o.save_last_n_epochs_state)
         self.update_record()
         return file
+
+    def now(self, pos: ckpt.Position) -> None:
+        """ "Save now" (the web UI, `lorakit train --control save`): the network and a state at
+        this step, under the step names."""
+        self.network_file(self.folder.step_file(pos.step), pos.epoch, pos.step)
+        self.state(self.folder.step_state(pos.step), pos, pos.epoch, pos.done)
 
     def interrupted(self, pos: ckpt.Position) -> Path | None:
         """Ctrl-C / SIGTERM: a state to continue from, at the last completed step (none before
