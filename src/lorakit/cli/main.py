@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     except LorakitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a missing permission, outside the places that explain it
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}. Check the disk space and the folder's permissions.", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
         return 130

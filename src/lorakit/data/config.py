@@ -256,6 +256,8 @@ def config_from_dict(
         )
         errors.extend(f"{_place(i)}: {e}" for e in dataset_value_errors(ds))
         datasets.append(ds)
+    if len(errors) == 1:
+        raise DatasetError(f"{errors[0]} (in {source})")
     if errors:
         raise DatasetError(f"{len(errors)} problem(s) in {source}:\n" + "\n".join(f"  {e}" for e in errors))
     return DataConfig(datasets=datasets, source=source, problems=problems)

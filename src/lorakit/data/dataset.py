@@ -331,9 +331,9 @@ class DatasetGroup:
         accumulation: int = 1,
         **kwargs,
     ):
-        """`iter_epoch` with images loaded by `num_workers` processes in parallel. Without workers
-        it is `iter_epoch` itself: a DataLoader draws a seed from torch's global generator when it
-        starts, which would make the run depend on how its data is loaded."""
+        """`iter_epoch` with images loaded by `num_workers` processes in parallel. The loader's own
+        seed comes from a private generator, not torch's global one, so starting a loader (at an
+        epoch start, or mid-epoch on resume) draws nothing the training step would draw."""
         if not num_workers:
             return self.iter_epoch(
                 epoch, start, shard=shard, first_step=first_step, accumulation=accumulation
@@ -347,6 +347,7 @@ class DatasetGroup:
                 shuffle=False,
                 num_workers=num_workers,
                 collate_fn=_identity,
+                generator=torch.Generator().manual_seed(self.seed),
                 **kwargs,
             )
         )

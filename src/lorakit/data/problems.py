@@ -50,6 +50,12 @@ class Problems(list):
     def raise_if_errors(self, what: str = "the dataset") -> None:
         """Stop before training with every error listed, not just the first one."""
         errors = self.errors
+        if len(errors) == 1:
+            where = f"{errors[0].path}: " if errors[0].path else ""
+            raise DatasetError(
+                f"{where}{errors[0].message} (in {what}, which must be fixed before training). "
+                "Run 'lorakit dataset check' on it to see the whole report."
+            )
         if errors:
             lines = "\n".join(f"  {p.path}: {p.message}" if p.path else f"  {p.message}" for p in errors)
             raise DatasetError(

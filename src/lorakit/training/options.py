@@ -225,7 +225,7 @@ OPTIONS: list[Option] = [
         check=at_least(0),
     ),
     _o("persistent_data_loader_workers", False, "bool", D, "Keep loader workers alive between epochs."),
-    _o("validate_every_n_steps", None, "int", D, "Measure validation loss every N steps.", check=at_least(1)),
+    _o("validate_every_n_steps", None, "int", D, "Measure validation loss every N steps.", check=at_least(0)),
     _o("validate_every_n_epochs", 1, "int", D, "Measure validation loss every N epochs.", check=at_least(0)),
     _o(
         "max_validation_steps",
@@ -233,7 +233,7 @@ OPTIONS: list[Option] = [
         "int",
         D,
         "Cap on validation batches per measurement.",
-        check=at_least(1),
+        check=at_least(0),
     ),
     # -- network
     _o(
@@ -532,14 +532,14 @@ OPTIONS: list[Option] = [
     _o("huber_scale", 1.0, "float", T, "Huber loss scale.", check=above(0)),
     # -- sampling
     _o("sample_prompts", None, "str", S, "A prompt file (.txt, .toml or .json) for preview images."),
-    _o("sample_every_n_steps", None, "int", S, "Make previews every N steps.", check=at_least(1)),
+    _o("sample_every_n_steps", None, "int", S, "Make previews every N steps (0 = off).", check=at_least(0)),
     _o(
         "sample_every_n_epochs",
         None,
         "int",
         S,
-        "Make previews every N epochs (wins over steps).",
-        check=at_least(1),
+        "Make previews every N epochs (wins over steps; 0 = off).",
+        check=at_least(0),
     ),
     _o("sample_at_first", False, "bool", S, "Make previews before training starts."),
     _o(
@@ -569,16 +569,16 @@ OPTIONS: list[Option] = [
         "Precision of the saved LoRA: float, fp16 or bf16. Empty = the training precision.",
         check=one_of("float", "fp16", "bf16"),
     ),
-    _o("save_every_n_epochs", None, "int", V, "Save the LoRA every N epochs.", check=at_least(1)),
-    _o("save_every_n_steps", None, "int", V, "Save the LoRA every N steps.", check=at_least(1)),
-    _o("save_n_epoch_ratio", None, "int", V, "Save about N times over the whole run.", check=at_least(1)),
+    _o("save_every_n_epochs", None, "int", V, "Save the LoRA every N epochs (0 = only at the end).", check=at_least(0)),
+    _o("save_every_n_steps", None, "int", V, "Save the LoRA every N steps (0 = off).", check=at_least(0)),
+    _o("save_n_epoch_ratio", None, "int", V, "Save about N times over the whole run.", check=at_least(0)),
     _o(
         "save_last_n_epochs",
         None,
         "int",
         V,
         "Keep only the last N epoch files (older ones are deleted).",
-        check=at_least(1),
+        check=at_least(0),
     ),
     _o(
         "save_last_n_steps",
@@ -586,7 +586,7 @@ OPTIONS: list[Option] = [
         "int",
         V,
         "Keep only the step files of the last N steps.",
-        check=at_least(1),
+        check=at_least(0),
     ),
     _o(
         "save_state",
@@ -596,14 +596,14 @@ OPTIONS: list[Option] = [
         "Also save the training state (optimizer, scheduler, random state) so the run can resume.",
     ),
     _o("save_state_on_train_end", False, "bool", V, "Save the training state at the end."),
-    _o("save_last_n_epochs_state", None, "int", V, "Keep only the last N epoch states.", check=at_least(1)),
+    _o("save_last_n_epochs_state", None, "int", V, "Keep only the last N epoch states.", check=at_least(0)),
     _o(
         "save_last_n_steps_state",
         None,
         "int",
         V,
         "Keep only the states of the last N steps.",
-        check=at_least(1),
+        check=at_least(0),
     ),
     _o(
         "overwrite",

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import errno
 import json
+import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
+
+from safetensors import SafetensorError
 
 from ..errors import LorakitError
 from ..runs import RUN_FILE, RunFolder, RunRecord
@@ -76,6 +80,18 @@ def check_owner(folder: RunFolder, resuming: bool, overwrite: bool, log) -> None
         "(it needs a saved state); to start over and replace its files: --overwrite; or choose another "
         "output_name or output_dir."
     )
+
+
+def as_os_error(error: Exception) -> OSError | None:
+    """The OSError behind a failed write: itself, or the one safetensors reports as text
+    ("I/O error: No space left on device (os error 28)")."""
+    if isinstance(error, OSError):
+        return error
+    found = re.search(r"\(os error (\d+)\)", str(error))
+    if isinstance(error, SafetensorError) and found:
+        number = int(found[1])
+        return OSError(number, os.strerror(number))
+    return None
 
 
 def disk_message(error: OSError, path: Path, needed: int | None = None) -> str:

@@ -181,6 +181,13 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
             network.train()
             return value
 
+        if guard.reference is None:  # the untrained loss the collapse guard measures against
+            network.eval()
+            guard.reference = validation_loss(
+                ctx, group, ValidationOptions(max_validation_steps=2), seed, runtime
+            )
+            network.train()
+
         # -- the loop
         log("", f"training: {plan.total_steps} steps, {plan.epochs} epochs. Output: {folder.root}")
         progress = tqdm(

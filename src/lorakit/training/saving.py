@@ -9,11 +9,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 from ..errors import LorakitError
 from ..runs import RunFolder, RunRecord
 from . import checkpointing as ckpt
 from .options import ConfigOptions
-from .outputs import disk_message
+from .outputs import as_os_error, disk_message
 
 _PRECISIONS = {"float": "float", "fp16": "fp16", "bf16": "bf16"}
 
@@ -135,8 +137,11 @@ class Saver:
         """OSError while writing `path` -> a LorakitError naming the folder and the space."""
         try:
             yield
-        except OSError as e:
-            raise SaveFailed(disk_message(e, path, size)) from e
+        except (OSError, SafetensorError) as e:
+            os_error = as_os_error(e)
+            if os_error is None:
+                raise
+            raise SaveFailed(disk_message(os_error, path, size)) from e
 
     def update_record(self) -> None:
         """run.json lists every file of the run that exists now (pruned ones gone)."""

@@ -25,23 +25,32 @@ class TrainingCollapsed(LorakitError):
 class CollapseGuard:
     """Watches the loss of every step. Stops the run at once on a NaN/inf loss, and when the loss
     runs away before it becomes NaN: the smoothed loss above `factor` times its start for
-    `patience` steps, or one step above `jump` times the start (the start is the mean of the
-    first `warmup` steps; healthy runs stay within a few times it). A saved file counts as good
-    only once a later step, computed with its weights, passed these checks (or the run ended)."""
+    `patience` steps, `spikes` steps in a row above `spike` times it, or one step above `jump`
+    times it. The start is the untrained
+    model's loss at fixed timesteps (`reference`, measured before the first step), or else the
+    mean of the first `warmup` steps; healthy runs stay within a few times it. A saved file
+    counts as good only once a later step, computed with its weights, passed these checks (or
+    the run ended healthy)."""
 
     factor: float = 5.0
     jump: float = 100.0
+    spike: float = 20.0
+    spikes: int = 3
     warmup: int = 20
     patience: int = 10
     smoothing: float = 0.9
+    reference: float | None = None
     first: list[float] = field(default_factory=list)
     ema: float | None = None
     above: int = 0
+    spiking: int = 0
     pending: str | None = None  # saved, not yet confirmed by a healthy step
     good: str | None = None  # the newest confirmed file
 
     @property
     def start(self) -> float | None:
+        if self.reference is not None:
+            return self.reference
         return sum(self.first) / len(self.first) if len(self.first) >= self.warmup else None
 
     def healthy(self) -> bool:
@@ -70,13 +79,19 @@ class CollapseGuard:
                 self.stop(
                     f"the loss jumped to {loss:.4g} at step {step}, {loss / start:.0f}x its start ({start:.4g})"
                 )
+            self.spiking = self.spiking + 1 if loss > self.spike * start else 0
+            if self.spiking >= self.spikes:
+                self.stop(
+                    f"the loss ran away: {self.spikes} steps in a row above {self.spike:g}x its start ({start:.4g}), "
+                    f"{loss:.4g} at step {step}"
+                )
             self.above = self.above + 1 if self.ema > self.factor * start else 0
             if self.above >= self.patience:
                 self.stop(
                     f"the loss ran away: smoothed {self.ema:.4g} at step {step}, above {self.factor:g}x its start "
                     f"({start:.4g}) for {self.patience} steps"
                 )
-        if self.pending and self.healthy():
+        if self.pending and self.healthy() and not self.spiking:
             self.good, self.pending = self.pending, None
 
     def stop(self, what: str) -> None:
