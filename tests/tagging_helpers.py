@@ -119,3 +119,105 @@ def conv_tagger(folder: Path, n_labels: int = 6, size: int = 16, batch="N", seed
     ]
     out = helper.make_tensor_value_info("predictions_sigmoid", TensorProto.FLOAT, [batch, n_labels])
     return _save(folder, nodes, [_input(size, batch, False)], [out], inits)
+
+
+# ---- tiny captioners: the real transformers classes, small configs, random weights ------------
+
+WORDS = "a an the cat dog sits on red blue green table picture of photo with and in grass".split()
+
+
+def _randomise(model, std: float = 0.5) -> None:
+    """Default initialisations make tiny models ignore the image (BLIP's vision tower starts at
+    1e-10); wide random weights make each image get its own caption."""
+    import torch
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0, std)
+
+
+def tiny_blip(folder: Path) -> Path:
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"] + WORDS
+    tok = BertTokenizer(vocab={w: i for i, w in enumerate(words)})
+    tok.add_special_tokens({"bos_token": "[DEC]"})
+    small = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    config = BlipConfig(
+        vision_config=dict(**small, image_size=32, patch_size=8),
+        text_config=dict(**small, vocab_size=len(tok), encoder_hidden_size=16, bos_token_id=5, pad_token_id=0,
+                         sep_token_id=3, eos_token_id=3, max_position_embeddings=64),
+        projection_dim=16,
+    )  # fmt: skip
+    model = BlipForConditionalGeneration(config).eval()
+    _randomise(model)
+    model.save_pretrained(folder)
+    BlipProcessor(BlipImageProcessor(size={"height": 32, "width": 32}), tok).save_pretrained(folder)
+    return folder
+
+
+def tiny_git(folder: Path) -> Path:
+    from transformers import BertTokenizer, CLIPImageProcessor, GitConfig, GitForCausalLM, GitProcessor
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+    tok = BertTokenizer(vocab={w: i for i, w in enumerate(words)})
+    config = GitConfig(
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=64, bos_token_id=2, eos_token_id=3, pad_token_id=0,
+    )  # fmt: skip
+    model = GitForCausalLM(config).eval()
+    _randomise(model)
+    model.save_pretrained(folder)
+    size = {"height": 32, "width": 32}
+    GitProcessor(CLIPImageProcessor(size=size, crop_size=size), tok).save_pretrained(folder)
+    return folder
+
+
+def tiny_florence2(folder: Path) -> Path:
+    import torch
+    from transformers import (
+        CLIPImageProcessor,
+        Florence2Config,
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+        RobertaTokenizer,
+    )
+
+    # byte-level BPE without merges: printable characters, a few words, the image token
+    chars = ["Ġ"] + [chr(c) for c in range(33, 127)]
+    vocab = {
+        t: i
+        for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>", "<mask>"] + chars + ["Ġ" + w for w in WORDS])
+    }
+    vocab["<image>"] = len(vocab)
+    tok = RobertaTokenizer(vocab=vocab, merges=[], extra_special_tokens={"image_token": "<image>"})
+    config = Florence2Config(
+        text_config=dict(model_type="bart", vocab_size=len(tok), max_position_embeddings=128, d_model=16,
+                         encoder_layers=1, decoder_layers=1, encoder_ffn_dim=16, decoder_ffn_dim=16,
+                         encoder_attention_heads=1, decoder_attention_heads=1, eos_token_id=2, bos_token_id=0,
+                         pad_token_id=1, decoder_start_token_id=2, forced_bos_token_id=0),
+        vision_config=dict(depths=[1], patch_size=[7], patch_stride=[4], patch_padding=[3], patch_prenorm=[False],
+                           embed_dim=[16], num_heads=[1], num_groups=[1], window_size=4, projection_dim=16,
+                           drop_path_rate=0.0),
+        image_token_id=tok.image_token_id,
+    )  # fmt: skip
+    model = Florence2ForConditionalGeneration(config).eval()
+    _randomise(model)
+    image_processor = CLIPImageProcessor(size={"height": 32, "width": 32}, do_center_crop=False)
+    with torch.no_grad():
+        image_processor.image_seq_length = model.get_image_features(
+            torch.zeros(1, 3, 32, 32)
+        ).pooler_output.shape[1]
+    model.save_pretrained(folder)
+    Florence2Processor(image_processor=image_processor, tokenizer=tok).save_pretrained(folder)
+    return folder

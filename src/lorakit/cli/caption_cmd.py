@@ -94,6 +94,9 @@ def run_caption(args: argparse.Namespace) -> int:
         prompt=args.prompt,
         seed=args.seed,
     )
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # its "Loading weights" bar; lorakit shows its own
     captioner = load_captioner(
         locate_captioner(args.model, args.model_dir), device=args.device, fp32=args.fp32
     )

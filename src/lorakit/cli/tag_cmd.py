@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 
 SHOW_FILES = 20
@@ -179,13 +178,14 @@ def run_on_folder(args: argparse.Namespace, describe_folder, *model_args, **opti
     with ETA) fed by the library's progress callback."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=0, unit="image", file=sys.stderr, dynamic_ncols=True)
+    bars = []  # made at the first report, when the number of images is known
 
     def update(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
+        if not bars:
+            bars.append(tqdm(total=total, unit="image", file=sys.stderr, dynamic_ncols=True))
+        bars[0].update(done - bars[0].n)
 
-    with contextlib.closing(bar):
+    try:
         return describe_folder(
             args.folder,
             *model_args,
@@ -196,6 +196,9 @@ def run_on_folder(args: argparse.Namespace, describe_folder, *model_args, **opti
             progress=update,
             **options,
         )
+    finally:
+        for bar in bars:
+            bar.close()
 
 
 def print_result(result, args, verb: str, what: str) -> int:
