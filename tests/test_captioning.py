@@ -106,7 +106,10 @@ def test_offline_without_the_model_and_foreign_models(tmp_path, images, capsys):
     code = main(["caption", str(images), "--model_dir", str(tmp_path / "models")])
     err = capsys.readouterr().err
     assert (
-        code == 2 and "offline" in err and "config.json, model.safetensors, preprocessor_config.json" in err
+        code == 2
+        and "offline" in err
+        and "config.json, model.safetensors, preprocessor_config.json, tokenizer.json and tokenizer_config.json"
+        in err
     )
     assert str(tmp_path / "models" / "Salesforce_blip-image-captioning-large") in err
     remote = write(

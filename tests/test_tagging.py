@@ -26,6 +26,7 @@ from lorakit.data.tagging import (
     parse_tag_replacement,
     tag_folder,
 )
+from lorakit.data.tagging.folder import run_folder
 from lorakit.errors import ConfigError, ModelError
 
 # (name, category, score the constant model gives)
@@ -164,6 +165,24 @@ def test_batches_give_the_scores_of_single_images(tmp_path, odd_images):
     alone = np.concatenate([tagger.scores(x[None]) for x in batch])
     assert together.std(axis=0).mean() > 0.01  # the scores really depend on the pixels
     np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-7)
+    # a model whose batch size is fixed at 2 gets full batches: 5 images = 2 + 2 + (1 + padding)
+    fixed = load_tagger(conv_tagger(tmp_path / "fixed", batch=2).parent, threads=1)
+    assert fixed.input.batch_size == 2
+    np.testing.assert_allclose(fixed.scores(batch[:5]), together[:5], rtol=1e-5, atol=1e-7)
+
+
+def test_reading_ahead_gives_what_reading_in_turn_gives(tmp_path):
+    data = _dataset(tmp_path / "data", 5)
+    write(data / "bad.png", b"junk")
+    runs = [
+        run_folder(data, lambda rgb: rgb, lambda b: [f"{x.shape} {x.mean():.3f}" for x in b], lambda _, out: out,
+                   extension=".txt", batch_size=2, dry_run=True, read_ahead=ahead)
+        for ahead in (False, True)
+    ]  # fmt: skip
+    assert [(e.path, e.after) for e in runs[0].edits] == [(e.path, e.after) for e in runs[1].edits]
+    assert len(runs[1].edits) == 5 and runs[0].failed == runs[1].failed == [
+        (data / "bad.png", runs[0].failed[0][1])
+    ]
 
 
 def test_a_model_that_takes_one_image_at_a_time(tmp_path, capsys):
@@ -357,7 +376,7 @@ def test_offline_without_the_model_names_the_files_and_the_folder(tmp_path, caps
     code = main(["tag", str(data), "--model_dir", str(tmp_path / "models")])
     err = capsys.readouterr().err
     assert code == 2
-    assert "offline" in err and "model.onnx, selected_tags.csv" in err
+    assert "offline" in err and "model.onnx and selected_tags.csv" in err
     assert str(tmp_path / "models" / "SmilingWolf_wd-v1-4-convnext-tagger-v2") in err
     assert not list(data.glob("*.txt"))
     # put there, the files are found (sd-scripts' layout, so its downloads are used as they are)

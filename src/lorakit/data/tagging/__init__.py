@@ -26,6 +26,7 @@ from .models import (
 from .wd14 import (
     Label,
     Tag,
+    TagChooser,
     TagOptions,
     WD14Tagger,
     area_resize,
@@ -49,6 +50,7 @@ __all__ = [
     "Label",
     "ModelFilesMissing",
     "Tag",
+    "TagChooser",
     "TagOptions",
     "WD14Tagger",
     "area_resize",

@@ -82,20 +82,26 @@ class Captioner:
         self.family = _family(self.folder)
         self.device = _device(device)
         self.dtype = torch.float16 if self.device.type == "cuda" and not fp32 else torch.float32
-        classes = {
-            "blip": transformers.BlipForConditionalGeneration,
-            "florence2": transformers.Florence2ForConditionalGeneration,
-            "git": transformers.GitForCausalLM,
+        names = {
+            "blip": "BlipForConditionalGeneration",
+            "florence2": "Florence2ForConditionalGeneration",
+            "git": "GitForCausalLM",
         }
+        model_class = getattr(transformers, names[self.family], None)
+        if model_class is None:
+            raise ModelError(
+                f"this transformers ({transformers.__version__}) has no {names[self.family]}; "
+                "pip install -U transformers"
+            )
         try:
             self.processor = transformers.AutoProcessor.from_pretrained(self.folder)
-            model = classes[self.family].from_pretrained(self.folder, dtype=self.dtype)
+            model = model_class.from_pretrained(self.folder)
         except (OSError, ValueError) as e:
             raise ModelError(
                 f"{self.folder}: the {self.family} model cannot be loaded ({e}). The folder needs config.json, "
                 "the weights (model.safetensors), preprocessor_config.json and the tokenizer files."
             ) from None
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device, self.dtype).eval()
 
     def seed(self, seed: int) -> None:
         """Sampling (BLIP's default) draws from torch's generator; seeding makes a run repeatable."""

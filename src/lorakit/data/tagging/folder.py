@@ -1,7 +1,7 @@
 """Running a tagger or captioner over a folder of images.
 
-The next batch of images is read while the model works on this one; an image that cannot be
-read is reported with its reason and the run goes on. Caption files are written batch by batch
+With the model on a GPU, the next batch of images is read while the model works on this one;
+an image that cannot be read is reported with its reason and the run goes on. Caption files are written batch by batch
 through `tags.apply_edits`, the one backup mechanism of lorakit: every file a run overwrites is
 first copied into `DIR/.lorakit-backup/`, so `lorakit tags restore DIR` undoes the whole run.
 Nothing is written outside DIR except the metadata file the caller names.
@@ -28,7 +28,7 @@ from ..images import IMAGE_EXTENSIONS, ImageReadError, load_image
 from ..problems import Problems
 from ..tags import CaptionEdit, apply_edits
 from .captioners import Captioner, CaptionOptions
-from .wd14 import TagOptions, WD14Tagger, caption_names, choose_tags
+from .wd14 import TagChooser, TagOptions, WD14Tagger
 
 Progress = Callable[[int, int], None]  # (images done, images in all)
 
@@ -93,10 +93,15 @@ def _read_batch(paths: Sequence[Path], prepare: Callable[[np.ndarray], Any]):
     return ok, failed
 
 
-def _batches(paths: list[Path], batch_size: int, prepare: Callable[[np.ndarray], Any]):
-    """Batches of (path, (w, h), prepared image) and the failures, each read while the caller
-    works on the one before (decoding and resizing overlap the model)."""
+def _batches(paths: list[Path], batch_size: int, prepare: Callable[[np.ndarray], Any], ahead: bool):
+    """Batches of (path, (w, h), prepared image) and the failures. With `ahead` (the model runs
+    on a GPU) the next batch is read while the caller works on this one; on the CPU that would
+    take cores from the model, which is slower than reading in turn."""
     groups = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
+    if not ahead:
+        for group in groups:
+            yield _read_batch(group, prepare)
+        return
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(_read_batch, groups[0], prepare) if groups else None
         for k in range(len(groups)):
@@ -128,11 +133,13 @@ def run_folder(
     dry_run: bool = False,
     needs_existing: bool = False,
     metadata: tuple[Path, str] | None = None,
+    read_ahead: bool = False,
     progress: Progress | None = None,
 ) -> FolderResult:
-    """The loop both faces share: `prepare` one image (in the reading thread), `describe` a batch
+    """The loop both faces share: `prepare` one image as it is read, `describe` a batch
     (the model), `compose` one caption from the old text and the model's output. `metadata`
-    (path, key) writes sd-scripts' metadata file instead of caption files."""
+    (path, key) writes sd-scripts' metadata file instead of caption files; `read_ahead` reads the
+    next batch while the model works (for a model on a GPU)."""
     folder = Path(folder)
     if batch_size < 1:
         raise DatasetError(f"--batch_size must be 1 or more (got {batch_size}).")
@@ -141,7 +148,7 @@ def run_folder(
     result = FolderResult(skipped=result_skipped)
     entries: dict[str, dict] = {}
     done = 0
-    for ok, failed in _batches(images, batch_size, prepare):
+    for ok, failed in _batches(images, batch_size, prepare, read_ahead):
         result.failed += failed
         outputs = describe([x for _, _, x in ok]) if ok else []
         edits = []
@@ -225,13 +232,10 @@ def tag_folder(
     """Tag every image of `folder` and write `NAME.txt` beside it (or sd-scripts' metadata file
     at `output_path`). `append_tags` keeps the tags already in the file and adds the new ones."""
     options = options or TagOptions()
-    names = caption_names(tagger.labels, options)
+    choose = TagChooser(tagger.labels, options, by_score=tagger.json_layout)
 
     def describe(batch: list[np.ndarray]) -> list[list[str]]:
-        probs = tagger.scores(np.stack(batch))
-        return [
-            [t.name for t in choose_tags(p, tagger.labels, options, names, tagger.json_layout)] for p in probs
-        ]
+        return [[t.name for t in choose(p)] for p in tagger.scores(np.stack(batch))]
 
     def compose(existing: str | None, tags: list[str]) -> str:
         if append_tags:
@@ -249,6 +253,7 @@ def tag_folder(
         dry_run=dry_run,
         needs_existing=append_tags,
         metadata=(Path(output_path), "tags") if output_path else None,
+        read_ahead=tagger.provider != "CPUExecutionProvider",
         progress=progress,
     )
 
@@ -296,5 +301,6 @@ def caption_folder(
         recursive=recursive,
         batch_size=batch_size,
         dry_run=dry_run,
+        read_ahead=captioner.device.type == "cuda",
         progress=progress,
     )

@@ -20,8 +20,6 @@ from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
 from ...errors import ModelError
 
-TAGGER_KINDS = ("wd14",)
-CAPTIONER_KINDS = ("blip", "florence2", "git")
 # files a tagger folder needs: one model file and one label file
 TAGGER_MODEL_FILES = ("model.onnx", "model_optimized.onnx")
 TAGGER_LABEL_FILES = ("selected_tags.csv", "tag_mapping.json")
@@ -43,10 +41,6 @@ class KnownModel:
     licence: str
     files: tuple[str, ...]
     note: str = ""
-
-    @property
-    def is_tagger(self) -> bool:
-        return self.kind in TAGGER_KINDS
 
 
 _SW = ("model.onnx", "selected_tags.csv")
@@ -144,9 +138,13 @@ def _missing(what: str, repo: str, files: tuple[str, ...], folder: Path, why: st
     repo_id, sub = _split_repo(repo)
     where = f"https://huggingface.co/{repo_id}" + (f" (folder {sub})" if sub else "")
     return ModelFilesMissing(
-        f"{what} {repo} is not on this machine and {why}. Download {', '.join(files)} from {where} "
+        f"{what} {repo} is not on this machine and {why}. Download {_and(files)} from {where} "
         f"into {folder} (lorakit looks there), or into any folder and pass it as --model FOLDER."
     )
+
+
+def _and(items: tuple[str, ...]) -> str:
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
 
 
 def _offline_reason() -> str:

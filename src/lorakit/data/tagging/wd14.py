@@ -40,7 +40,7 @@ CSV_CATEGORIES = {
 }
 PICK_ONE = ("rating", "quality")  # categories that give one tag: the best-scoring one
 # kaomoji longer than 3 characters: kept with their underscores by --remove_underscore
-KAOMOJI = {"(o)_(o)", "<o>_<o>", "<|>_<|>", "||_||", "(-_-)", "(^_^)"}
+KAOMOJI = {"(o)_(o)", "<o>_<o>", "<|>_<|>", "||_||"}
 
 
 @dataclass(frozen=True)
@@ -59,29 +59,38 @@ class Tag:
 # ---- pixels ---------------------------------------------------------------------------------
 
 
-def _area_sums(a: np.ndarray, n_out: int, axis: int) -> np.ndarray:
-    """Exact area sums along `axis`, n_in -> n_out < n_in, in units of 1/n_out of an input pixel
-    (integers: no rounding before the final division). Output pixel i covers input positions
-    [i*n_in, (i+1)*n_in) / n_out; the boundaries fall inside input pixels q at fraction r."""
-    n_in = a.shape[axis]
-    q, r = np.divmod(np.arange(n_out + 1, dtype=np.int64) * n_in, n_out)
-    whole = np.add.reduceat(a, q[:-1], axis=axis, dtype=np.int64) * n_out
-    shape = [1] * a.ndim
-    shape[axis] = n_out
+def _area_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each output pixel, the input pixels it covers and by how much, in units of 1/n_out of
+    an input pixel (integers, so no rounding happens before the final division). Output pixel i
+    covers input positions [i*n_in, (i+1)*n_in) / n_out."""
+    starts = np.arange(n_out, dtype=np.int64) * n_in
+    j = starts[:, None] // n_out + np.arange(-(-n_in // n_out) + 1)
+    w = np.minimum(starts[:, None] + n_in, (j + 1) * n_out) - np.maximum(starts[:, None], j * n_out)
+    return np.minimum(j, n_in - 1), np.clip(w, 0, None)
 
-    def at(idx: np.ndarray) -> np.ndarray:
-        return np.take(a, np.minimum(idx, n_in - 1), axis=axis).astype(np.int64)
 
-    return whole - r[:-1].reshape(shape) * at(q[:-1]) + r[1:].reshape(shape) * at(q[1:])
+def _area_sums(a: np.ndarray, n_out: int, dtype) -> np.ndarray:
+    """Area sums along the first axis (n_in -> n_out < n_in): a few gathers of whole rows, each
+    weighted, instead of a dense matrix."""
+    j, w = _area_taps(a.shape[0], n_out)
+    shape = (n_out,) + (1,) * (a.ndim - 1)
+    out = None
+    for t in range(j.shape[1]):
+        part = np.multiply(a[j[:, t]], w[:, t].astype(dtype).reshape(shape), dtype=dtype)
+        out = part if out is None else np.add(out, part, out=out)
+    return out
 
 
 def area_resize(square: np.ndarray, size: int) -> np.ndarray:
     """Shrink a (S, S, C) uint8 square to (size, size, C) by averaging the exact area each output
-    pixel covers (what cv2.INTER_AREA does), rounded half up."""
+    pixel covers (what cv2.INTER_AREA does), rounded half up. The sums are integers: after the
+    first axis at most 255*S (exact in float32 below 2**24), after the second 255*S*S (float64)."""
     side = square.shape[0]
-    sums = _area_sums(_area_sums(square, size, 0), size, 1)
-    d = side * side
-    return ((2 * sums + d) // (2 * d)).astype(np.uint8)
+    first = np.float32 if 255 * side < 2**24 else np.float64
+    rows = _area_sums(square, size, first)  # (size, S, C)
+    sums = _area_sums(np.ascontiguousarray(rows.transpose(1, 0, 2)), size, np.float64).transpose(1, 0, 2)
+    d = float(side * side)
+    return np.floor((2 * sums + d) / (2 * d)).astype(np.uint8)
 
 
 def tagger_pixels(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -207,18 +216,20 @@ class WD14Tagger:
         """One image as the model takes it, without the batch axis."""
         x = tagger_pixels(rgb, self.input.size)
         if self.json_layout:
-            x = x.transpose(2, 0, 1) / np.float32(127.5) - np.float32(1.0)
-        elif self.input.channels_first:
+            x = x / np.float32(127.5) - np.float32(1.0)
+        if self.input.channels_first:
             x = x.transpose(2, 0, 1)
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def scores(self, batch: np.ndarray) -> np.ndarray:
         """(N, labels) probabilities for a stack of `pixels` (the model's fixed batch size is honoured)."""
         step = self.input.batch_size or len(batch)
-        out = [
-            self.session.run(None, {self.input.name: batch[i : i + step]})[0]
-            for i in range(0, len(batch), step)
-        ]
+        out = []
+        for i in range(0, len(batch), step):
+            chunk = batch[i : i + step]
+            if len(chunk) < step:  # a model with a fixed batch size takes only full batches
+                chunk = np.concatenate([chunk, np.zeros((step - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+            out.append(self.session.run(None, {self.input.name: chunk})[0][: len(batch) - i])
         probs = np.concatenate(out, axis=0).astype(np.float64)
         if self.json_layout:
             probs = 1.0 / (1.0 + np.exp(-np.clip(probs, -60, 60)))
@@ -226,10 +237,8 @@ class WD14Tagger:
 
     def predict(self, images: Sequence[np.ndarray], options: TagOptions | None = None) -> list[list[Tag]]:
         """The tags of RGB uint8 images, in caption order, with their scores."""
-        options = options or TagOptions()
-        probs = self.scores(np.stack([self.pixels(im) for im in images]))
-        names = caption_names(self.labels, options)
-        return [choose_tags(p, self.labels, options, names, by_score=self.json_layout) for p in probs]
+        choose = TagChooser(self.labels, options or TagOptions(), by_score=self.json_layout)
+        return [choose(p) for p in self.scores(np.stack([self.pixels(im) for im in images]))]
 
 
 def load_tagger(folder: str | Path, device: str = "auto", threads: int | None = None) -> WD14Tagger:
@@ -366,54 +375,66 @@ def _by_category(labels: Sequence[Label]) -> dict[str, np.ndarray]:
     return {c: np.asarray(v) for c, v in groups.items()}
 
 
-def choose_tags(
-    scores: np.ndarray,
-    labels: Sequence[Label],
-    options: TagOptions,
-    names: list[list[str]] | None = None,
-    by_score: bool = False,
-) -> list[Tag]:
-    """The caption's tags from one image's scores, in order: the `always_first_tags`, the rating
-    (with `use_rating_tags`), characters (with `character_tags_first`), the other tags found, in
-    the tag list's order (by score with `by_score`, unless `options.sort_by_score` says)."""
-    names = names if names is not None else caption_names(labels, options)
-    undesired = set(options.undesired_tags)
-    by_category = _by_category(labels)
-    limits = _thresholds(scores, by_category, options)
+class TagChooser:
+    """Tags from scores under `options`, prepared once per tag list (caption names, categories,
+    the names the model knows), so that a 10,000-tag list is not walked again for every image."""
 
-    def tags_of(i: int) -> list[Tag]:
-        if labels[i].name in undesired:
+    def __init__(self, labels: Sequence[Label], options: TagOptions, by_score: bool = False):
+        self.labels, self.options = labels, options
+        self.names = caption_names(labels, options)
+        self.groups = _by_category(labels)
+        self.known = {n for ns in self.names for n in ns}
+        self.undesired = set(options.undesired_tags)
+        self.by_score = options.sort_by_score if options.sort_by_score is not None else by_score
+
+    def _tags_of(self, i: int, scores: np.ndarray) -> list[Tag]:
+        label = self.labels[i]
+        if label.name in self.undesired:
             return []
-        return [Tag(n, float(scores[i]), labels[i].category) for n in names[i] if n not in undesired]
+        return [Tag(n, float(scores[i]), label.category) for n in self.names[i] if n not in self.undesired]
 
-    picked: dict[str, list[Tag]] = {}
-    found: list[int] = []
-    for category, idx in by_category.items():
-        if category in PICK_ONE:
-            picked[category] = tags_of(int(idx[np.argmax(scores[idx])]))
-        else:
-            found += [int(i) for i in idx if scores[i] >= limits[category]]
-    by_score = options.sort_by_score if options.sort_by_score is not None else by_score
-    found.sort(key=(lambda i: (-scores[i], i)) if by_score else None)
-    body = [t for i in found for t in tags_of(i)]
-    if options.character_tags_first:
-        body = [t for t in body if t.category == "character"] + [t for t in body if t.category != "character"]
-    front, back = [], []
-    for category, first, last in (
-        ("rating", options.use_rating_tags, options.use_rating_tags_as_last_tag),
-        ("quality", options.use_quality_tags, options.use_quality_tags_as_last_tag),
-    ):
-        if first:
-            front += picked.get(category, [])
-        elif last:
-            back = picked.get(category, []) + back
-    return _trigger_first(front + body + back, options.always_first_tags, names)
+    def __call__(self, scores: np.ndarray) -> list[Tag]:
+        """The caption's tags from one image's scores, in order: the `always_first_tags`, the
+        rating (with `use_rating_tags`), characters (with `character_tags_first`), the other tags
+        found in the tag list's order (or by score)."""
+        o = self.options
+        limits = _thresholds(scores, self.groups, o)
+        picked = {
+            c: self._tags_of(int(idx[np.argmax(scores[idx])]), scores)
+            for c, idx in self.groups.items()
+            if c in PICK_ONE
+        }
+        found = [idx[scores[idx] >= limits[c]] for c, idx in self.groups.items() if c not in PICK_ONE]
+        found = np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+        found = found[np.lexsort((found, -scores[found]))] if self.by_score else np.sort(found)
+        body = [t for i in found for t in self._tags_of(int(i), scores)]
+        if o.character_tags_first:
+            body = [t for t in body if t.category == "character"] + [
+                t for t in body if t.category != "character"
+            ]
+        front, back = [], []
+        for category, first, last in (
+            ("rating", o.use_rating_tags, o.use_rating_tags_as_last_tag),
+            ("quality", o.use_quality_tags, o.use_quality_tags_as_last_tag),
+        ):
+            if first:
+                front += picked.get(category, [])
+            elif last:
+                back = picked.get(category, []) + back
+        return _trigger_first(front + body + back, o.always_first_tags, self.known)
 
 
-def _trigger_first(tags: list[Tag], first: Sequence[str], names: list[list[str]]) -> list[Tag]:
-    """`first` in front, in the given order; repeated tags removed."""
+def choose_tags(
+    scores: np.ndarray, labels: Sequence[Label], options: TagOptions, by_score: bool = False
+) -> list[Tag]:
+    """The tags of one image's scores (see `TagChooser`; build one to tag many images)."""
+    return TagChooser(labels, options, by_score)(scores)
+
+
+def _trigger_first(tags: list[Tag], first: Sequence[str], known: set[str]) -> list[Tag]:
+    """`first` in front, in the given order (those the model does not know always, the others
+    where found); repeated tags removed."""
     if first:
-        known = {n for ns in names for n in ns}
         present = {t.name: t for t in tags}
         lead = [present.get(f) or Tag(f, 1.0, "trigger") for f in first if f in present or f not in known]
         tags = lead + tags
