@@ -6,7 +6,7 @@ in, sigmoid scores out).
     python benchmarks/tag_speed.py [--images 16] [--repeats 2] [--out DIR]
 
 Both read the same images from disk, prepare the same pixels (composite on white, BGR, centred
-white square, area shrink), run the same session options and write one tag file per image; the
+white square, area shrink), run the same onnxruntime session and write one tag file per image; the
 plain loop does it all in one thread with Pillow, lorakit with its library (`tag_folder`, the
 function `lorakit tag` calls). The two take turns on chunks of 8 images (ABBA order, `--repeats`
 rounds), so that the changing load of a shared machine falls on both alike. Prints a table and writes benchmarks/out/tag_speed.json.
@@ -148,7 +148,7 @@ def run(n_images: int, repeats: int, work: Path) -> dict:
     for k, folder in enumerate(chunks):
         write_images(folder, min(8, n_images - 8 * k), seed=k)
     tagger = load_tagger(work)
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    session = tagger.session  # one session (one thread pool) for both: the model's time is the same
     tags = [label.name for label in tagger.labels]
     rows = []
     for batch in (1, 8):

@@ -357,6 +357,9 @@ def test_recursive_kohya_tree_and_corrupt_images(tmp_path, tagger, capsys):
     model = str(tagger.model_file.parent)
     assert main(["tag", str(train), "--model", model]) == 2
     assert "add --recursive" in capsys.readouterr().err
+    write(tmp_path / "empty" / "readme.txt", "no pictures here")
+    assert main(["tag", str(tmp_path / "empty"), "--model", model, "--onnx"]) == 2
+    assert "no images (png, jpg" in capsys.readouterr().err
     before = {k: v for k, v in snapshot(tmp_path).items() if not k.startswith(str(train))}
     code = main(["tag", str(train), "--model", model, "--recursive", "--threads", "1"])
     out = capsys.readouterr().out

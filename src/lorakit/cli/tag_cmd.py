@@ -72,6 +72,9 @@ def register(sub) -> None:
         "--list-models", action="store_true", help="List the known taggers and captioners, then stop."
     )
     p.add_argument(
+        "--onnx", action="store_true", help="Accepted as sd-scripts takes it; lorakit always runs the ONNX model."
+    )
+    p.add_argument(
         "--thresh",
         type=float,
         default=0.35,

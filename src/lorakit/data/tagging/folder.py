@@ -79,6 +79,9 @@ def find_images(folder: str | Path, recursive: bool = False) -> tuple[list[Path]
         )
     ):
         raise DatasetError(f"{folder} has no images itself but its subfolders do; add --recursive.")
+    if not images and not problems:
+        exts = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+        raise DatasetError(f"{folder}: no images ({exts}) to describe.")
     return images, [(p.path, p.message) for p in problems]
 
 
