@@ -38,8 +38,9 @@ def add_folder_options(p: argparse.ArgumentParser, extension: str) -> None:
     p.add_argument(
         "--model_dir",
         metavar="DIR",
-        help="Folder of downloaded models, one subfolder per repository as owner_name (sd-scripts' "
-        "wd14_tagger_model layout). Default: ~/.cache/lorakit/models.",
+        help="Folder where lorakit looks for models you downloaded by hand, one subfolder per repository "
+        "named owner_name (sd-scripts' wd14_tagger_model layout, so sd-scripts' downloads are used as they "
+        "are). Default: ~/.cache/lorakit/models. Automatic downloads go to the Hugging Face cache.",
     )
     p.add_argument(
         "--device",
@@ -72,7 +73,9 @@ def register(sub) -> None:
         "--list-models", action="store_true", help="List the known taggers and captioners, then stop."
     )
     p.add_argument(
-        "--onnx", action="store_true", help="Accepted as sd-scripts takes it; lorakit always runs the ONNX model."
+        "--onnx",
+        action="store_true",
+        help="Accepted as sd-scripts takes it; lorakit always runs the ONNX model.",
     )
     p.add_argument(
         "--thresh",
@@ -84,16 +87,16 @@ def register(sub) -> None:
     for category, extra in (
         ("general", ""),
         ("character", " Above 1 writes no character tags."),
-        ("copyright", " (tag_mapping.json models)"),
-        ("artist", " (tag_mapping.json models)"),
-        ("meta", " (tag_mapping.json models)"),
-        ("model", " (tag_mapping.json models)"),
+        ("copyright", " Only tag_mapping.json models have these."),
+        ("artist", " Only tag_mapping.json models have these."),
+        ("meta", " Only tag_mapping.json models have these."),
+        ("model", " Only tag_mapping.json models have these."),
     ):
         p.add_argument(
             f"--{category}_threshold",
             type=float,
             metavar="P",
-            help=f"Score a {category} tag needs. Default: --thresh.{extra}",
+            help=f"Score a tag of the {category} category needs. Default: --thresh.{extra}",
         )
     p.add_argument(
         "--mcut",
