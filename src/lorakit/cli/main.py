@@ -17,6 +17,8 @@ COMMANDS = {
     "quickstart": "quickstart_cmd",
     "dataset": "dataset_cmd",
     "prep": "prep_cmd",
+    "tag": "tag_cmd",
+    "caption": "caption_cmd",
     "tags": "tags_cmd",
     "train": "train_cmd",
     "lr-find": "lr_find_cmd",

@@ -161,11 +161,7 @@ def plan_edits(
     return edits, unreadable
 
 
-def apply_edits(folder: str | Path, edits: list[CaptionEdit]) -> Path | None:
-    """Back up the files `edits` change, then write them. Returns the backup folder."""
-    if not edits:
-        return None
-    folder = Path(folder)
+def _new_backup_folder(folder: Path) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     backup = folder / BACKUP_DIR / f"tags-{stamp}"
     n = 1
@@ -173,6 +169,20 @@ def apply_edits(folder: str | Path, edits: list[CaptionEdit]) -> Path | None:
         n += 1
         backup = folder / BACKUP_DIR / f"tags-{stamp}-{n}"
     backup.mkdir(parents=True)
+    return backup
+
+
+def apply_edits(folder: str | Path, edits: list[CaptionEdit], backup: Path | None = None) -> Path | None:
+    """Back up the files `edits` change, then write them. Returns the backup folder.
+
+    Pass the folder an earlier call returned as `backup` to add to it: a long run (`lorakit tag`)
+    writes batch by batch and still leaves one backup that `restore` undoes in one go.
+    """
+    if not edits:
+        return backup
+    folder = Path(folder)
+    if backup is None:
+        backup = _new_backup_folder(folder)
     created = []
     for e in edits:
         if e.before is None:
@@ -182,7 +192,8 @@ def apply_edits(folder: str | Path, edits: list[CaptionEdit]) -> Path | None:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(e.path, target)
     if created:
-        (backup / CREATED_LIST).write_text("\n".join(created) + "\n", encoding="utf-8")
+        with open(backup / CREATED_LIST, "a", encoding="utf-8") as f:
+            f.write("\n".join(created) + "\n")
     for e in edits:
         with atomic_path(e.path) as tmp:
             tmp.write_text(e.after, encoding="utf-8", newline="")
