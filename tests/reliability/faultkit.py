@@ -91,7 +91,9 @@ def command(config: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "lorakit.cli.main", "train", str(config), "--quiet", *extra]
 
 
-def run(config: Path, *extra: str, fault: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run(
+    config: Path, *extra: str, fault: str | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         command(config, *extra), env=environment(fault), capture_output=True, text=True, timeout=timeout
     )
@@ -152,7 +154,9 @@ def damage(folder: Path) -> dict[str, list[str]]:
     if record.exists():
         listed = set(json.loads(record.read_text()).get("files", []))
         present = {str(p) for p in folder.iterdir() if p.name.startswith("f") and not p.name.startswith(".")}
-        present |= {str(p) for p in (folder / "sample").glob("f_*.png")} if (folder / "sample").is_dir() else set()
+        present |= (
+            {str(p) for p in (folder / "sample").glob("f_*.png")} if (folder / "sample").is_dir() else set()
+        )
         listed_wrong = sorted(listed ^ present)
     return {"leftovers": leftovers, "unreadable": unreadable, "listed_wrong": listed_wrong}
 

@@ -43,7 +43,11 @@ BAD_VALUES = [
     ("clip_skip", "0", "'clip_skip' must be at least 1"),
     ("keep_tokens", "-1", "keep_tokens must be 0 or more"),
     ("bucket_reso_steps", "7", "bucket_reso_steps must be a multiple of 8"),
-    ("optimizer_type", "AdamW9bit", "'optimizer_type' is not an optimizer lorakit knows. Did you mean 'adamw8bit'?"),
+    (
+        "optimizer_type",
+        "AdamW9bit",
+        "'optimizer_type' is not an optimizer lorakit knows. Did you mean 'adamw8bit'?",
+    ),
     ("lr_scheduler", "cosin", "'lr_scheduler' is not a schedule lorakit knows. Did you mean 'cosine'?"),
     ("sample_sampler", "Euler b", "'sample_sampler' is not usable: unknown sampler 'Euler b'"),
     ("mixed_precision", "fp8", "mixed_precision must be no, fp16 or bf16"),
@@ -53,9 +57,17 @@ BAD_VALUES = [
     ("network_module", "networks.lorra", "network_module 'networks.lorra' is not supported"),
     ("network_args", "conv_dim", "network_args: 'conv_dim' must be written key=value"),
     ("network_args", "conv_dimm=4", "unknown network_args for networks.lora: conv_dimm"),
-    ("pretrained_model_name_or_path", "missing.safetensors", "missing.safetensors: no such model file or folder"),
+    (
+        "pretrained_model_name_or_path",
+        "missing.safetensors",
+        "missing.safetensors: no such model file or folder",
+    ),
     ("train_data_dir", "no-such-folder", "no-such-folder"),
-    ("network_weights", "no-such.safetensors", "network_weights = 'no-such.safetensors': no such file or folder"),
+    (
+        "network_weights",
+        "no-such.safetensors",
+        "network_weights = 'no-such.safetensors': no such file or folder",
+    ),
 ]
 
 
@@ -64,7 +76,9 @@ def config(tmp_path_factory):
     return write_config(tmp_path_factory.mktemp("values"), epochs=1)
 
 
-@pytest.mark.parametrize(("option", "value", "expected"), BAD_VALUES, ids=[f"{o}={v}" for o, v, _ in BAD_VALUES])
+@pytest.mark.parametrize(
+    ("option", "value", "expected"), BAD_VALUES, ids=[f"{o}={v}" for o, v, _ in BAD_VALUES]
+)
 def test_a_bad_value_gets_one_clear_line(config, capsys, monkeypatch, option, value, expected):
     import lorakit.training.setup as setup
 

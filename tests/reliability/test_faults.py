@@ -52,7 +52,10 @@ def test_a_read_only_folder_is_named_with_what_to_do(tmp_path, monkeypatch):
 
     monkeypatch.setattr(network_file, "save_file", refuse)
     config = load_config(write_config(tmp_path, epochs=1))
-    with pytest.raises(Exception, match=r"could not write .*f-step00000001.safetensors: Read-only file system .*read-only or not yours.*output_dir"):
+    with pytest.raises(
+        Exception,
+        match=r"could not write .*f-step00000001.safetensors: Read-only file system .*read-only or not yours.*output_dir",
+    ):
         train(config, quiet=True)
     assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "failed"
 
@@ -75,7 +78,10 @@ def test_a_runaway_loss_stops_before_the_nan_and_names_only_a_confirmed_file(tmp
     # before any NaN; the file saved while it ran away is not called good
     config = load_config(
         write_config(tmp_path, epochs=8),
-        {"lr_scheduler_type": "torch.optim.lr_scheduler.MultiStepLR", "lr_scheduler_args": ["milestones=[6]", "gamma=1500"]},
+        {
+            "lr_scheduler_type": "torch.optim.lr_scheduler.MultiStepLR",
+            "lr_scheduler_args": ["milestones=[6]", "gamma=1500"],
+        },
     )
     with pytest.raises(TrainingCollapsed, match=r"the loss ran away") as info:
         train(config, quiet=True)
@@ -92,7 +98,9 @@ def test_a_runaway_loss_stops_before_the_nan_and_names_only_a_confirmed_file(tmp
 def test_dataset_problems_are_found_before_the_model_loads(tmp_path, monkeypatch, capsys):
     import lorakit.training.setup as setup
 
-    monkeypatch.setattr(setup, "load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("model loaded")))
+    monkeypatch.setattr(
+        setup, "load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("model loaded"))
+    )
     config = write_config(tmp_path, epochs=1)
     (tmp_path / "train" / "2_sks shape" / "broken.png").write_bytes(b"not a picture")
     (tmp_path / "train" / "2_sks shape" / "anim.gif").write_bytes(b"GIF89a")
@@ -102,4 +110,6 @@ def test_dataset_problems_are_found_before_the_model_loads(tmp_path, monkeypatch
     (tmp_path / "train" / "2_sks shape" / "broken.png").unlink()
     with pytest.raises(AssertionError, match="model loaded"):
         train(load_config(config))
-    assert "anim.gif: not used: .gif images are not read" in capsys.readouterr().out  # said, not skipped silently
+    assert (
+        "anim.gif: not used: .gif images are not read" in capsys.readouterr().out
+    )  # said, not skipped silently

@@ -19,7 +19,9 @@ def test_resume_auto_never_takes_another_runs_state(tmp_path):
     train(load_config(config, {"output_name": "f-v2"}), quiet=True)
     assert (tmp_path / "out" / "f-v2-state").is_dir()
     # 'f' is a prefix of 'f-v2': the old lookup by prefix resumed the other run's optimizer
-    with pytest.raises(StateError, match="no saved state of 'f' in .* nothing was trained.*save_state = true"):
+    with pytest.raises(
+        StateError, match="no saved state of 'f' in .* nothing was trained.*save_state = true"
+    ):
         train(load_config(config, {"resume": "auto", "overwrite": True}), quiet=True)
 
 
@@ -56,7 +58,10 @@ def _interrupt_at(monkeypatch, micro_batch: int, how: str):
     monkeypatch.setattr(recipe, "step_loss", step_loss)
 
 
-@pytest.mark.parametrize(("kind", "micro_batch", "how"), [("augmented", 7, "signal"), ("augmented", 9, "raise"), ("cached", 4, "signal")])
+@pytest.mark.parametrize(
+    ("kind", "micro_batch", "how"),
+    [("augmented", 7, "signal"), ("augmented", 9, "raise"), ("cached", 4, "signal")],
+)
 def test_a_run_stopped_at_any_moment_resumes_exactly(tmp_path, monkeypatch, kind, micro_batch, how):
     whole = train(load_config(write_config(tmp_path / "whole", kind, epochs=2)), quiet=True)
     config = write_config(tmp_path / "parts", kind, epochs=2)

@@ -112,6 +112,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
         # -- setup
         torch.manual_seed(seed)
         model = load_base(config, runtime.device, log)
+        faults.point("setup")
         merge_base_weights(config, model, log)
         network = build_network(config, model, log).to(runtime.device)
         train_text = prepare_training(config, model, network)
