@@ -9,7 +9,6 @@ failure as a plain 500 message, never a traceback (that goes to the server's out
 from __future__ import annotations
 
 import hmac
-import html
 import sys
 import traceback
 from contextlib import asynccontextmanager
@@ -20,7 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from .. import __version__
 from ..errors import LorakitError
-from . import routes_data, routes_files, routes_jobs
+from . import pages, routes_data, routes_files, routes_form, routes_jobs, routes_pictures, routes_runs
 from .errors import status_of
 from .jobs import JobStore, Runner
 from .security import COOKIE, Guard, form_fields, login_page, safe_next, session_value
@@ -66,9 +65,9 @@ def create_app(workspace: Workspace, token: str | None = None, run_jobs: bool = 
     app.add_middleware(Guard, token=token)
     app.add_exception_handler(LorakitError, _library_error)
     app.add_exception_handler(Exception, _unexpected_error)
-    for module in (routes_jobs, routes_data, routes_files):
+    for module in (routes_jobs, routes_data, routes_pictures, routes_form, routes_runs, routes_files, pages):
         app.include_router(module.router)
-    _pages(app, token)
+    _login(app, token)
     return app
 
 
@@ -84,16 +83,7 @@ async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
     )
 
 
-def _pages(app: FastAPI, token: str | None) -> None:
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index(request: Request) -> str:
-        ws = request.app.state.context.workspace
-        return (
-            '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>lorakit</title></head>'
-            f"<body><h1>lorakit {html.escape(__version__)}</h1><p>Workspace: <code>{html.escape(str(ws.root))}"
-            '</code></p><p>The API and its documentation: <a href="/docs">/docs</a>.</p></body></html>'
-        )
-
+def _login(app: FastAPI, token: str | None) -> None:
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
     def login_form(request: Request) -> Response:
         next_url, given = request.query_params.get("next", "/"), request.query_params.get("token")
