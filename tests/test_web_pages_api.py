@@ -2,6 +2,7 @@
 preview, new datasets, run notes and stars, run comparison, a run's grid, "keep this epoch", the
 static files; and the Chinese catalogues (every UI string, every option's help, the presets)."""
 
+import fnmatch
 import json
 import re
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 from web_helpers import api_client, copy_workspace, make_workspace, train_config
 
-from lorakit.training.config import load_config
+from lorakit.training.config import load_config, read_toml
 from lorakit.training.options import BY_NAME, OPTIONS, check_value
 from lorakit.training.plan import check_settings, plan_steps
 from lorakit.training.recipe import train
@@ -400,3 +401,30 @@ def test_option_values_of_the_form_round_trip_through_check_value():
     for option in OPTIONS:
         if option.default is not None:
             check_value(option, option.default, "default")
+
+
+def test_every_page_file_is_package_data():
+    """An installed lorakit (not only a checkout) serves every page file."""
+    root = STATIC.parents[1]  # src/lorakit
+    patterns = read_toml(root.parents[1] / "pyproject.toml")["tool"]["setuptools"]["package-data"]["lorakit"]
+    files = [p for p in (root / "web").rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")]
+    assert len(files) > 15
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        assert any(
+            fnmatch.fnmatch(rel, pattern) and rel.count("/") == pattern.count("/") for pattern in patterns
+        ), rel
+
+
+def test_the_login_page_speaks_the_browsers_language(workspace):
+    with api_client(workspace, None, BASE) as open_client:  # no token: login is a redirect
+        assert open_client.get("/login", follow_redirects=False).status_code == 303
+    app_client = api_client(workspace, TOKEN, BASE)
+    with app_client as client:
+        client.headers.pop("Authorization")
+        chinese = client.get("/login", headers={"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.5"})
+        assert '<html lang="zh-CN">' in chinese.text and "登录" in chinese.text
+        wrong = client.post("/login", data={"token": "nope"}, headers={"Accept-Language": "zh-CN"})
+        assert wrong.status_code == 401 and "token 不对" in wrong.text
+        english = client.get("/login", headers={"Accept-Language": "en-GB,zh;q=0.8"})
+        assert '<html lang="en">' in english.text and "Log in" in english.text

@@ -22,7 +22,7 @@ from ..errors import LorakitError
 from . import pages, routes_data, routes_files, routes_form, routes_jobs, routes_pictures, routes_runs
 from .errors import status_of
 from .jobs import JobStore, Runner
-from .security import COOKIE, Guard, form_fields, login_page, safe_next, session_value
+from .security import COOKIE, Guard, form_fields, login_language, login_page, safe_next, session_value
 from .workspace import Workspace
 
 DESCRIPTION = """Everything the lorakit pages do, as JSON endpoints for scripts too.
@@ -89,7 +89,8 @@ def _login(app: FastAPI, token: str | None) -> None:
         next_url, given = request.query_params.get("next", "/"), request.query_params.get("token")
         if token is None or (given and _valid(given, token)):
             return _logged_in(safe_next(next_url), token)
-        return HTMLResponse(login_page(safe_next(next_url), "wrong token" if given else ""))
+        language = login_language(request.headers.get("accept-language"))
+        return HTMLResponse(login_page(safe_next(next_url), bool(given), language))
 
     @app.post("/login", response_class=HTMLResponse, include_in_schema=False)
     async def login(request: Request) -> Response:
@@ -97,7 +98,8 @@ def _login(app: FastAPI, token: str | None) -> None:
         target = safe_next(form.get("next"))
         if token is None or _valid(form.get("token", ""), token):
             return _logged_in(target, token)
-        return HTMLResponse(login_page(target, "wrong token"), status_code=401)
+        language = login_language(request.headers.get("accept-language"))
+        return HTMLResponse(login_page(target, True, language), status_code=401)
 
     @app.post("/logout", include_in_schema=False)
     def logout() -> Response:

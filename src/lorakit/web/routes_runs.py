@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +20,11 @@ from .errors import Conflict, NotFound, WebError
 from .notes import read_notes, write_note
 from .routes_jobs import Ctx
 from .security import location_of, resolve_location
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 router = APIRouter(prefix="/api", tags=["runs"])
 # The parameters the run list shows (the comparison shows every option).
@@ -62,15 +68,39 @@ def _run_folder(ctx, location: str) -> Path:
     return folder
 
 
-def _dataset_of(values: dict, roots) -> str | None:
+def _job_configs(ctx) -> dict[Path, str]:
+    """The TOML each training job was queued with, by its run folder."""
+    return {
+        Path(job.output_dir).resolve(): job.config
+        for job in ctx.store.jobs()
+        if job.kind == "train" and job.output_dir and job.config
+    }
+
+
+def _dataset_of(values: dict, roots, job_config: str | None) -> str | None:
+    """The dataset a run trained on: train_data_dir or dataset_config, else the folder of the
+    [[datasets]] tables its job was queued with (the form writes them when repeats change)."""
     for key in ("train_data_dir", "dataset_config"):
         if values.get(key):
             path = Path(str(values[key]))
             return (location_of(path, roots) if path.is_absolute() else None) or str(values[key])
+    try:
+        tables = tomllib.loads(job_config or "").get("datasets") or []
+    except tomllib.TOMLDecodeError:
+        tables = []
+    folders = [
+        Path(str(s["image_dir"])).parent
+        for d in tables
+        if isinstance(d, dict)
+        for s in d.get("subsets") or []
+        if isinstance(s, dict) and s.get("image_dir")
+    ]
+    if folders:
+        return (location_of(folders[0], roots) if folders[0].is_absolute() else None) or folders[0].as_posix()
     return "[[datasets]]" if values else None
 
 
-def run_summary(folder: Path, roots, notes: dict | None = None) -> dict:
+def run_summary(folder: Path, roots, notes: dict | None = None, job_config: str | None = None) -> dict:
     record = _read_record(folder)
     epochs = [e for e in record.get("epochs") or [] if isinstance(e, dict)]
     scored = [e for e in epochs if e.get("validation_loss") is not None]
@@ -91,7 +121,7 @@ def run_summary(folder: Path, roots, notes: dict | None = None) -> dict:
         "epochs": len(epochs),
         "base_model": base,
         "base_model_name": Path(base).name if base else None,
-        "dataset": _dataset_of(values, roots),
+        "dataset": _dataset_of(values, roots, job_config),
         "train_images": (record.get("dataset") or {}).get("train_images"),
         "parameters": {k: values.get(k) for k in KEY_PARAMETERS if k in values},
         "final_file": record.get("final_file"),
@@ -106,18 +136,25 @@ def run_summary(folder: Path, roots, notes: dict | None = None) -> dict:
 
 @router.get("/runs", summary="Every training run of the workspace (from its run.json), with notes and stars")
 def list_runs(ctx: Ctx) -> list[dict]:
-    roots, notes = ctx.workspace.roots(), read_notes(ctx.workspace.root)
-    return [run_summary(folder, roots, notes) for folder in _run_folders(ctx)]
+    roots, notes, configs = ctx.workspace.roots(), read_notes(ctx.workspace.root), _job_configs(ctx)
+    return [run_summary(f, roots, notes, configs.get(f.resolve())) for f in _run_folders(ctx)]
 
 
 def _samples(folder: Path, roots) -> list[dict]:
-    """Preview files by label (e000001 = after epoch 1, 000050 = after step 50) and prompt."""
+    """Preview files by label (e000001 = after epoch 1, 000050 = at step 50) and prompt, in the
+    order they were drawn (a "sample now" at step 30 comes after epoch 2's)."""
     out = []
-    for path in sorted((folder / "sample").glob("*.png")):
+    for path in (folder / "sample").glob("*.png"):
         m = _LABEL.search(path.name)
         if m:
-            out.append({"location": location_of(path, roots), "label": m[1], "prompt": int(m[2])})
-    return out
+            out.append((path.stat().st_mtime, m[1], int(m[2]), location_of(path, roots)))
+    first = {}  # a label's moment: when its first picture was written
+    for when, label, _, _ in sorted(out):
+        first.setdefault(label, when)
+    return [
+        {"location": location, "label": label, "prompt": prompt}
+        for _, label, prompt, location in sorted(out, key=lambda x: (first[x[1]], x[1], x[2]))
+    ]
 
 
 @router.get("/run", summary="One run: run.json, its epochs with their files, previews and LoRA files")
@@ -134,7 +171,7 @@ def get_run(ctx: Ctx, location: str) -> dict:
     except LorakitError:  # still running, nothing saved yet
         epochs, best = [], None
     return {
-        **run_summary(folder, roots, read_notes(ctx.workspace.root)),
+        **run_summary(folder, roots, read_notes(ctx.workspace.root), _job_configs(ctx).get(folder.resolve())),
         "record": _read_record(folder),
         "saved_epochs": epochs,
         "best_epoch_file": location_of(best.file, roots) if best else None,
@@ -183,7 +220,7 @@ def compare_runs(
         raise WebError("give two or more runs to compare (location=...&location=...).")
     if len(location) > 8:
         raise WebError("compare at most 8 runs at once.")
-    roots, notes = ctx.workspace.roots(), read_notes(ctx.workspace.root)
+    roots, notes, queued = ctx.workspace.roots(), read_notes(ctx.workspace.root), _job_configs(ctx)
     folders = [_run_folder(ctx, loc) for loc in location]
     records = [_read_record(f) for f in folders]
     configs = [r.get("config") if isinstance(r.get("config"), dict) else {} for r in records]
@@ -198,7 +235,7 @@ def compare_runs(
         last = samples[-1]["label"] if samples else None
         previews.append([s for s in samples if s["label"] == last])
     return {
-        "runs": [run_summary(f, roots, notes) for f in folders],
+        "runs": [run_summary(f, roots, notes, queued.get(f.resolve())) for f in folders],
         "parameters": parameters,
         "differences": [p["name"] for p in parameters if p["differs"]],
         "losses": [r.get("losses") or [] for r in records],
@@ -271,7 +308,11 @@ def run_grid(ctx: Ctx, location: str) -> dict:
         "name": record.output_name,
         "rows": rows,
         "grids": grids,
-        "kept": record.data.get("kept") or [],
+        "kept": [
+            {**k, "copy": location_of(Path(k["copy"]), roots) or k["copy"]}
+            for k in record.data.get("kept") or []
+            if isinstance(k, dict) and k.get("copy")
+        ],
     }
 
 

@@ -38,8 +38,8 @@ function logTicks(low, high) {
  * lineChart({series: [{data: [[x, y]...], kind: "raw"|"smooth", color, name}], points: [...same],
  * marks: [{x, label}], log: bool, label: "accessible name"}) -> <svg>
  */
-export function lineChart({ series = [], points = [], marks = [], log = false, label = "", height = 240, xTitle = "", yTitle = "" }) {
-  const width = 720;
+export function lineChart({ series = [], points = [], marks = [], log = false, label = "", height = 240, xTitle = "", yTitle = "", width = 720 }) {
+  width = Math.max(320, Math.round(width)); // the drawing's own size: text stays at its size
   const pad = { left: 58, right: 14, top: 12, bottom: 34 };
   const usable = (d) => d.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!log || y > 0));
   const all = [...series, ...points].flatMap((s) => usable(s.data));
@@ -72,7 +72,7 @@ export function lineChart({ series = [], points = [], marks = [], log = false, l
   for (const mark of marks) {
     if (mark.x < x0 || mark.x > x1) continue;
     svg.append(h("svg:line", { x1: X(mark.x), x2: X(mark.x), y1: pad.top, y2: height - pad.bottom, class: "epoch" }));
-    svg.append(h("svg:text", { x: X(mark.x) + 3, y: pad.top + 10 }, mark.label));
+    svg.append(h("svg:text", { x: X(mark.x) - 3, y: pad.top + 10, "text-anchor": "end" }, mark.label)); // the mark ends the epoch
   }
   svg.append(h("svg:line", { x1: pad.left, x2: pad.left, y1: pad.top, y2: height - pad.bottom, class: "axis" }));
   svg.append(h("svg:line", { x1: pad.left, x2: width - pad.right, y1: height - pad.bottom, y2: height - pad.bottom, class: "axis" }));
@@ -88,7 +88,9 @@ export function lineChart({ series = [], points = [], marks = [], log = false, l
   });
   for (const p of points) {
     for (const [x, y] of usable(p.data)) {
-      svg.append(h("svg:circle", { cx: X(x), cy: Y(y), r: 4, class: "validation", fill: p.color || null }));
+      const dot = h("svg:circle", { cx: X(x), cy: Y(y), r: 4, class: "validation" });
+      if (p.color) dot.style.fill = p.color; // the stylesheet's colour is the default
+      svg.append(dot);
     }
   }
   return svg;

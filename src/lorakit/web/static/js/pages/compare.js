@@ -1,7 +1,7 @@
 // Compare runs: their parameters side by side with the differences marked, their loss curves
 // overlaid, and their last previews next to each other.
 import { api } from "../api.js";
-import { clear, h, raw, thumb } from "../dom.js";
+import { clear, debounce, h, raw, thumb } from "../dom.js";
 import { t } from "../i18n.js";
 import { COLORS, legend, lineChart, paintSwatches, smooth } from "../charts.js";
 
@@ -29,6 +29,7 @@ export async function render(root, params) {
         points: data.validation.map((v, i) => ({ data: v.map(([s, l]) => [s, Number(l)]), color: COLORS[i % COLORS.length] })),
         log: log.checked,
         label: t("Smoothed loss of {n} runs", { n: data.runs.length }),
+        width: chart.clientWidth,
         xTitle: t("step"),
         yTitle: t("loss"),
       }),
@@ -77,4 +78,7 @@ export async function render(root, params) {
   previews.style.gridTemplateColumns = `repeat(${data.runs.length}, minmax(0, 1fr))`;
   drawTable();
   drawChart();
+  const resized = debounce(drawChart, 200);
+  window.addEventListener("resize", resized);
+  return () => window.removeEventListener("resize", resized);
 }

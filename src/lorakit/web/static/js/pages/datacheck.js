@@ -71,7 +71,7 @@ export async function renderCheck(out, train, listing, size) {
   clear(
     out,
     report.ready
-      ? banner(warnings ? "warning" : "ok", warnings ? t("Ready to train; read the {n} warnings first.", { n: warnings }) : t("Ready to train."))
+      ? banner(warnings ? "warning" : "ok", warnings ? t("Ready to train; read the warnings first ({n}).", { n: warnings }) : t("Ready to train."))
       : banner("error", t("{n} errors must be fixed before training.", { n: errors })),
     h("div", { class: "card", id: "check-summary" }, h("h3", {}, t("What training will see")), summary(report)),
     h(

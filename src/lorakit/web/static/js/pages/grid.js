@@ -85,11 +85,15 @@ export async function render(root, params) {
         { class: info.lowest ? "lowest" : "", dataset: { epoch: info.epoch } },
         h(
           "th",
-          { class: "row", scope: "row" },
-          h("strong", {}, label),
-          h("div", {}, t("validation loss"), " ", info.validation_loss !== null && info.validation_loss !== undefined ? raw(number(info.validation_loss, 5)) : "–"),
-          info.lowest ? h("span", { class: "badge", id: "lowest-mark" }, t("lowest")) : null,
-          info.file ? h("div", {}, h("button", { class: "small keep", dataset: { epoch: info.epoch }, onclick: () => keep(data, info) }, t("Keep this epoch"))) : null,
+          { class: "epoch-head", scope: "row" },
+          h(
+            "div",
+            { class: "row-head" },
+            h("strong", {}, label),
+            h("span", {}, t("validation loss"), " ", info.validation_loss !== null && info.validation_loss !== undefined ? raw(number(info.validation_loss, 5)) : "–"),
+            info.lowest ? h("span", { class: "badge", id: "lowest-mark" }, t("lowest")) : null,
+            info.file ? h("button", { class: "small keep", dataset: { epoch: info.epoch }, onclick: () => keep(data, info) }, t("Keep this epoch")) : null,
+          ),
         ),
         xs.map((weight, i) => {
           const cell = cellAt(i, j);

@@ -3,7 +3,7 @@
 // previews by epoch x prompt as they are written, the log tail, warnings and the collapse advice
 // in banners, and stop / sample now / save now.
 import { api } from "../api.js";
-import { banner, clear, duration, h, message, number, raw, thumb, toast } from "../dom.js";
+import { banner, clear, debounce, duration, h, message, number, raw, thumb, toast } from "../dom.js";
 import { t } from "../i18n.js";
 import { COLORS, legend, lineChart, paintSwatches, smooth } from "../charts.js";
 import { stateBadge } from "../words.js";
@@ -127,6 +127,8 @@ export async function render(root, params) {
         marks,
         log: logScale.checked,
         label: t("Loss by step: {n} steps", { n: steps.length }),
+        width: view.loss.clientWidth,
+        height: 300,
         xTitle: t("step"),
         yTitle: t("loss"),
       }),
@@ -143,6 +145,7 @@ export async function render(root, params) {
         series: groups.map((g) => ({ data: [...data.lrs.values()].filter(([i]) => i === g).map(([, s, v]) => [s, v]).sort((a, b) => a[0] - b[0]), kind: "smooth", color: COLORS[g % COLORS.length] })),
         marks,
         label: t("Learning rate by step"),
+        width: view.lr.clientWidth,
         height: 160,
         xTitle: t("step"),
       }),
@@ -166,7 +169,9 @@ export async function render(root, params) {
     try {
       job = await api.get(`/api/jobs/${jobId}`);
       const lines = await api.get(`/api/jobs/${jobId}/log`, { lines: 60 });
+      const atEnd = view.log.scrollTop + view.log.clientHeight >= view.log.scrollHeight - 4;
       view.log.textContent = lines.lines.join("\n");
+      if (atEnd) view.log.scrollTop = view.log.scrollHeight; // follow the tail unless scrolled up
     } catch {
       return;
     }
@@ -191,7 +196,10 @@ export async function render(root, params) {
   }
   await loadPreviews();
   draw();
+  const resized = debounce(draw, 200);
+  window.addEventListener("resize", resized);
   return () => {
+    window.removeEventListener("resize", resized);
     if (stream) stream.close();
     clearInterval(timer);
     clearTimeout(pending);

@@ -1,7 +1,7 @@
 // Runs: every training run of the workspace (from its run.json) with its key parameters, time,
 // losses, notes and stars (kept in the workspace); choose two or more to compare them.
 import { api } from "../api.js";
-import { baseName, clear, duration, h, number, raw, toast, uid, when } from "../dom.js";
+import { clear, duration, h, number, raw, toast, uid, when } from "../dom.js";
 import { t } from "../i18n.js";
 import { stateWord } from "../words.js";
 
@@ -41,7 +41,7 @@ function row(run, chosen, update) {
     else chosen.delete(run.location);
     update();
   });
-  const notes = h("textarea", { rows: 2, id: uid("notes"), "aria-label": t("Notes on {name}", { name: run.name }) }, run.notes || "");
+  const notes = h("textarea", { rows: 2, id: uid("notes"), translate: "no", "aria-label": t("Notes on {name}", { name: run.name }) }, run.notes || "");
   notes.addEventListener("change", async () => {
     try {
       await api.put("/api/run/notes", { location: run.location, notes: notes.value });
@@ -62,9 +62,9 @@ function row(run, chosen, update) {
       h("div", { class: "hint" }, stateWord(run.status)),
       h("div", {}, h("a", { href: `#/grid?run=${encodeURIComponent(run.location)}`, class: "small" }, t("Grid"))),
     ),
-    h("td", {}, when(run.started_at)),
+    h("td", { class: "nowrap" }, when(run.started_at)),
     h("td", {}, raw(run.base_model_name || "–")),
-    h("td", {}, raw(run.dataset ? baseName(run.dataset.replace(/\/(train)$/, "")) || run.dataset : "–")),
+    h("td", {}, raw(run.dataset || "–")),
     h("td", { class: "params" }, params.map(([k, v]) => h("div", {}, raw(`${k} = ${v}`, "code")))),
     h("td", {}, `${run.steps ?? "–"}${run.total_steps ? ` / ${run.total_steps}` : ""}`),
     h("td", {}, duration(run.seconds)),

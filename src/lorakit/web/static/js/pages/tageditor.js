@@ -90,17 +90,18 @@ export class TagEditor {
     const rows = this.counts().filter(([tag]) => !this.search || tag.toLowerCase().includes(this.search));
     clear(
       body,
-      rows.map(([tag, n]) =>
+      rows.map(([tag, n], i) =>
         h(
           "tr",
           { class: this.include.has(tag) ? "include" : this.exclude.has(tag) ? "exclude" : "", dataset: { tag } },
-          h("td", {}, raw(tag)),
+          h("td", {}, raw(tag, "span", { id: `tag-${i}` })),
           h("td", { class: "count" }, String(n)),
           h(
             "td",
-            { class: "buttons" },
-            h("button", { class: "small with", "aria-pressed": String(this.include.has(tag)), "aria-label": t("With {tag}", { tag }), onclick: () => this.toggle(this.include, this.exclude, tag) }, t("with")),
-            h("button", { class: "small without", "aria-pressed": String(this.exclude.has(tag)), "aria-label": t("Without {tag}", { tag }), onclick: () => this.toggle(this.exclude, this.include, tag) }, t("without")),
+            { class: "filter-buttons" },
+            // the buttons are named "with TAG" / "without TAG" from their word and the tag's cell
+            h("button", { class: "small with", id: `with-${i}`, "aria-labelledby": `with-${i} tag-${i}`, "aria-pressed": String(this.include.has(tag)), onclick: () => this.toggle(this.include, this.exclude, tag) }, t("with")),
+            h("button", { class: "small without", id: `without-${i}`, "aria-labelledby": `without-${i} tag-${i}`, "aria-pressed": String(this.exclude.has(tag)), onclick: () => this.toggle(this.exclude, this.include, tag) }, t("without")),
           ),
         ),
       ),
@@ -262,7 +263,7 @@ export class TagEditor {
 
   editCaption(card, image, caption, editButton) {
     const name = baseName(image.location);
-    const text = h("textarea", { id: uid("caption"), rows: 3 }, image.caption ? image.caption.trim() : "");
+    const text = h("textarea", { id: uid("caption"), rows: 3, translate: "no" }, image.caption ? image.caption.trim() : "");
     const form = h(
       "form",
       {

@@ -2,7 +2,7 @@
 // first, the rest under "advanced"), presets, the live step arithmetic per dataset folder with
 // the warnings of `lorakit train`'s plan, TOML import and export, and "add to queue".
 import { api } from "../api.js";
-import { banner, clear, debounce, field, h, message, raw, select, toast, uid } from "../dom.js";
+import { banner, baseName, clear, debounce, field, h, message, raw, select, toast, uid } from "../dom.js";
 import { currentLanguage, optionHelp, t } from "../i18n.js";
 import { toToml } from "../toml.js";
 
@@ -99,7 +99,7 @@ class TrainForm {
     control.dataset.option = option.name;
     control.addEventListener(option.kind === "bool" || option.choices ? "change" : "input", () => this.changed(option.name));
     this.controls.set(option.name, control);
-    const help = h("p", { class: "hint", id: `${id}-hint` }, optionHelp(option), " ", h("span", { class: "default" }, t("Default: {value}", { value: shown(option.default) || t("(not set)") })));
+    const help = h("p", { class: "hint", id: `${id}-hint` }, optionHelp(option), " ", h("span", { class: "default" }, t("Default:"), " ", shown(option.default) ? raw(shown(option.default)) : t("(not set)")));
     control.setAttribute("aria-describedby", help.id);
     const label = h("label", { for: id }, raw(option.name, "span", { class: "option-name" }));
     const parts = option.kind === "bool" ? [control, label, help] : [label, control, datalist, help];
@@ -442,7 +442,9 @@ class PlanPanel {
       this.subsets.map((s) => {
         const repeats = this.form.repeats.get(s.location) ?? s.num_repeats;
         samples += s.images * repeats;
-        const input = h("input", { type: "number", min: 1, class: "repeats", id: uid("repeats"), value: String(repeats), "aria-label": t("Repeats of {folder}", { folder: s.name }) });
+        // a dataset TOML sets its own repeats: change them there
+        const fixed = Boolean(this.form.get("dataset_config"));
+        const input = h("input", { type: "number", min: 1, class: "repeats", id: uid("repeats"), value: String(repeats), disabled: fixed, "aria-label": t("Repeats of {folder}", { folder: s.location ? baseName(s.location) : s.name }) });
         input.addEventListener("input", () => {
           const n = Number(input.value);
           if (Number.isInteger(n) && n >= 1) {
@@ -455,7 +457,7 @@ class PlanPanel {
         return h(
           "div",
           { class: "subset-row", dataset: { location: s.location || "" } },
-          h("div", {}, raw(s.name, "strong"), s.is_reg ? [" ", h("span", { class: "badge" }, t("regularization"))] : null),
+          h("div", {}, raw(s.location ? baseName(s.location) : s.name, "strong"), s.is_reg ? [" ", h("span", { class: "badge" }, t("regularization"))] : null),
           h(
             "div",
             { class: "formula" },
