@@ -238,10 +238,13 @@ def test_the_routine_in_english(ui, tmp_path):
     twice = page.locator("#plan-subsets input.repeats")
     assert twice.input_value() == "2"
     wait_for(lambda: steps_shown(page) == 18, what="6 pictures x 2 repeats x 3 epochs / 2 = 18 steps")
+    twice.fill("")
+    twice.press_sequentially("10")  # typed key by key: the field keeps the focus
+    assert twice.input_value() == "10" and steps_shown(page) == 90  # at once, as typed
     twice.fill("4")
-    assert steps_shown(page) == 36  # at once, as typed
+    assert steps_shown(page) == 36
     wait_for(
-        lambda: "36" in page.inner_text("#plan-total") and page.locator("#plan-exact").count(),
+        lambda: "36" in page.inner_text("#plan-total") and page.inner_text("#plan-exact"),
         what="the plan",
     )
     assert "6 pictures" in page.inner_text("#plan-subsets")

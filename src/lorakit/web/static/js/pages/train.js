@@ -372,8 +372,19 @@ class PlanPanel {
     this.subsets = [];
     this.last = null;
     this.sequence = 0;
-    this.body = h("div", { id: "plan-body" });
-    this.element = h("aside", { class: "card", id: "plan", "aria-live": "polite" }, h("h2", {}, t("Steps and warnings")), this.body);
+    this.rowsKey = null; // which folders the rows were made for: kept while one types in them
+    this.rows = new Map();
+    this.messages = h("div", { id: "plan-messages" });
+    this.subsetBox = h("div", { id: "plan-subsets" });
+    this.total = h("p", { class: "total", id: "plan-total" });
+    this.exact = h("p", { class: "muted", id: "plan-exact" });
+    this.notes = h("div", { id: "plan-notes" });
+    this.element = h(
+      "aside",
+      { class: "card", id: "plan", "aria-live": "polite" },
+      h("h2", {}, t("Steps and warnings")),
+      h("div", { id: "plan-body" }, this.messages, this.subsetBox, this.total, this.exact, this.notes),
+    );
     this.request = debounce(() => this.fetch(), 350);
     form.finalToml = () => this.finalToml();
   }
@@ -416,12 +427,12 @@ class PlanPanel {
   draw(bad, error) {
     const plan = this.last;
     clear(
-      this.body,
+      this.messages,
       error ? banner("error", message(error)) : null,
       bad.length ? banner("error", t("These fields do not read as their kind of value:"), " ", raw(bad.join(", "))) : null,
-      h("div", { id: "plan-subsets" }),
-      h("p", { class: "total", id: "plan-total" }),
-      plan ? h("p", { class: "muted", id: "plan-exact" }) : null,
+    );
+    clear(
+      this.notes,
       plan && plan.warnings.length ? h("div", { id: "plan-warnings" }, h("h3", {}, t("Warnings")), plan.warnings.map((w) => banner("warning", message(w)))) : null,
       plan && plan.problems.length ? h("div", { id: "plan-problems" }, h("h3", {}, t("To do before training")), grouped(plan.problems)) : null,
       plan && Object.keys(plan.ignored).length ? h("p", { class: "hint" }, t("lorakit ignores:"), " ", raw(Object.keys(plan.ignored).join(", "))) : null,
@@ -429,59 +440,55 @@ class PlanPanel {
     this.drawFormula();
   }
 
-  /** images x repeats x epochs / batch per folder, with the numbers typed right now. */
+  /** One row per dataset folder, made once per set of folders (so typing in a repeats field is
+   * never interrupted), with its numbers brought up to date on every change. */
+  rowFor(s) {
+    const input = h("input", { type: "number", min: 1, class: "repeats", id: uid("repeats"), "aria-label": t("Repeats of {folder}", { folder: s.location ? baseName(s.location) : s.name }) });
+    input.addEventListener("input", () => {
+      const n = Number(input.value);
+      if (Number.isInteger(n) && n >= 1) {
+        this.form.repeats.set(s.location, n);
+        this.schedule();
+      }
+    });
+    const parts = { input, images: h("span"), epochs: h("span"), batch: h("span"), steps: h("span") };
+    parts.element = h(
+      "div",
+      { class: "subset-row", dataset: { location: s.location || "" } },
+      h("div", {}, raw(s.location ? baseName(s.location) : s.name, "strong"), s.is_reg ? [" ", h("span", { class: "badge" }, t("regularization"))] : null),
+      h("div", { class: "formula" }, parts.images, " × ", input, " ", t("repeats"), " × ", parts.epochs, " / ", parts.batch, " = ", parts.steps),
+    );
+    return parts;
+  }
+
   drawFormula() {
-    const box = this.body.querySelector("#plan-subsets");
-    const total = this.body.querySelector("#plan-total");
-    if (!box || !total) return;
+    const key = this.subsets.map((s) => s.location || s.name).join("|");
+    if (key !== this.rowsKey) {
+      this.rowsKey = key;
+      this.rows = new Map(this.subsets.map((s) => [s.location || s.name, this.rowFor(s)]));
+      clear(this.subsetBox, [...this.rows.values()].map((r) => r.element));
+      if (!this.subsets.length) this.subsetBox.append(h("p", { class: "muted" }, t("Choose a dataset to see the steps.")));
+    }
     const epochs = this.epochs();
     const batch = this.batch();
+    const fixed = Boolean(this.form.get("dataset_config")); // a dataset TOML sets its own repeats
     let samples = 0;
-    clear(
-      box,
-      this.subsets.map((s) => {
-        const repeats = this.form.repeats.get(s.location) ?? s.num_repeats;
-        samples += s.images * repeats;
-        // a dataset TOML sets its own repeats: change them there
-        const fixed = Boolean(this.form.get("dataset_config"));
-        const input = h("input", { type: "number", min: 1, class: "repeats", id: uid("repeats"), value: String(repeats), disabled: fixed, "aria-label": t("Repeats of {folder}", { folder: s.location ? baseName(s.location) : s.name }) });
-        input.addEventListener("input", () => {
-          const n = Number(input.value);
-          if (Number.isInteger(n) && n >= 1) {
-            this.form.repeats.set(s.location, n);
-            this.schedule();
-            input.focus();
-          }
-        });
-        const steps = Math.ceil((s.images * repeats * epochs) / batch);
-        return h(
-          "div",
-          { class: "subset-row", dataset: { location: s.location || "" } },
-          h("div", {}, raw(s.location ? baseName(s.location) : s.name, "strong"), s.is_reg ? [" ", h("span", { class: "badge" }, t("regularization"))] : null),
-          h(
-            "div",
-            { class: "formula" },
-            t("{images} pictures", { images: s.images }),
-            " × ",
-            input,
-            " ",
-            t("repeats"),
-            " × ",
-            t("{n} epochs", { n: epochs }),
-            " / ",
-            t("batch {n}", { n: batch }),
-            ` = ${steps}`,
-          ),
-        );
-      }),
-    );
-    if (!this.subsets.length) box.append(h("p", { class: "muted" }, t("Choose a dataset to see the steps.")));
+    for (const s of this.subsets) {
+      const row = this.rows.get(s.location || s.name);
+      const repeats = this.form.repeats.get(s.location) ?? s.num_repeats;
+      samples += s.images * repeats;
+      if (document.activeElement !== row.input) row.input.value = String(repeats);
+      row.input.disabled = fixed;
+      row.images.textContent = t("{images} pictures", { images: s.images });
+      row.epochs.textContent = t("{n} epochs", { n: epochs });
+      row.batch.textContent = t("batch {n}", { n: batch });
+      row.steps.textContent = String(Math.ceil((s.images * repeats * epochs) / batch));
+    }
     const estimate = Math.ceil((samples * epochs) / batch);
     const exact = this.last && this.last.formula_steps === estimate ? this.last.total_steps : null;
-    total.dataset.steps = String(exact ?? estimate);
-    total.textContent = t("Total: {n} steps", { n: exact ?? estimate });
-    const note = this.body.querySelector("#plan-exact");
-    if (note && this.last) note.textContent = t("{per} steps per epoch × {epochs} epochs (buckets round up per bucket).", { per: this.last.steps_per_epoch, epochs: this.last.epochs });
+    this.total.dataset.steps = String(exact ?? estimate);
+    this.total.textContent = t("Total: {n} steps", { n: exact ?? estimate });
+    this.exact.textContent = this.last ? t("{per} steps per epoch × {epochs} epochs (buckets round up per bucket).", { per: this.last.steps_per_epoch, epochs: this.last.epochs }) : "";
   }
 
   async finalToml() {
