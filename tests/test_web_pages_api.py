@@ -330,6 +330,12 @@ def test_run_grid_rows_cells_and_keep_this_epoch(api, workspace):
         ).status_code
         == 403
     )
+    record = workspace.root / "runs" / "d8" / "run.json"  # a run still training: its run.json is busy
+    record.write_text(record.read_text().replace('"status": "finished"', '"status": "running"'))
+    busy = api.post(
+        "/api/run/keep", json={"location": "runs/d8", "epoch": 1, "target": "models/y.safetensors"}
+    )
+    assert busy.status_code == 409 and not (workspace.root / "models" / "y.safetensors").exists()
 
 
 def test_inspect_is_a_job_kind(api):

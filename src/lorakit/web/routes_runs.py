@@ -335,5 +335,7 @@ def keep_run_epoch(ctx: Ctx, body: KeepIn) -> dict:
         raise WebError(f"{body.target}: the copy's name ends in .safetensors.")
     if target.exists():
         raise Conflict(f"{body.target} exists already; choose another name.")
+    if _read_record(folder).get("status") == "running":  # its run.json is still being written
+        raise Conflict(f"{body.location} is still training; keep an epoch once it has ended.")
     copy = keep_epoch(folder, body.epoch, target)
     return {"location": location_of(copy, roots), "epoch": body.epoch, "size": copy.stat().st_size}
