@@ -4,19 +4,17 @@ token on every route, path traversal, cross-site requests, and the endpoints' re
 import io
 import json
 import re
-import shutil
 
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from PIL import Image
-from web_helpers import make_workspace, train_config
+from web_helpers import api_client, copy_workspace, make_workspace, train_config
 
 from lorakit.training.config import load_config
 from lorakit.training.recipe import train
 from lorakit.web.app import create_app
 from lorakit.web.security import COOKIE, session_value
-from lorakit.web.workspace import Workspace
 
 BASE = "http://127.0.0.1:7860"
 TOKEN = "test-token-0123456789"
@@ -55,19 +53,12 @@ def base_workspace(tmp_path_factory, tiny_checkpoints):
 @pytest.fixture
 def workspace(base_workspace, tmp_path):
     """A fresh copy for each test (links kept as links), so tests do not see each other's changes."""
-    root = tmp_path / "ws"
-    shutil.copytree(base_workspace, root, symlinks=True)
-    for config in (root / "configs").glob("*.toml"):
-        config.write_text(config.read_text().replace(str(base_workspace), str(root)))
-    (root / "lorakit.db").unlink(missing_ok=True)
-    return Workspace.open(root)
+    return copy_workspace(base_workspace, tmp_path / "ws", "configs/*.toml")
 
 
 @pytest.fixture(params=[None, TOKEN], ids=["no-token", "token"])
 def api(request, workspace):
-    app = create_app(workspace, token=request.param, run_jobs=False)
-    headers = {"Authorization": f"Bearer {request.param}"} if request.param else {}
-    with TestClient(app, base_url=BASE, headers=headers) as client:
+    with api_client(workspace, request.param, BASE) as client:
         yield client
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -12,8 +13,10 @@ import time
 from pathlib import Path
 
 import httpx
+from fastapi.testclient import TestClient
 from training_helpers import make_folder_dataset
 
+from lorakit.web.app import create_app
 from lorakit.web.workspace import Workspace
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -24,6 +27,25 @@ def make_workspace(root: Path, checkpoint: Path) -> Workspace:
     shutil.copy(checkpoint, workspace.root / "models" / "tiny.safetensors")
     make_folder_dataset(workspace.root / "datasets" / "star", images=2, repeats=1)
     return workspace
+
+
+def copy_workspace(base: Path, root: Path, rewrite: str) -> Workspace:
+    """A fresh copy of a workspace (links kept as links, no job database); the files matching
+    the glob `rewrite` get the copy's path where they name the original's."""
+    shutil.copytree(base, root, symlinks=True)
+    for path in root.glob(rewrite):
+        path.write_text(path.read_text().replace(str(base), str(root)))
+    (root / "lorakit.db").unlink(missing_ok=True)
+    return Workspace.open(root)
+
+
+@contextlib.contextmanager
+def api_client(workspace: Workspace, token: str | None = None, base_url: str = "http://127.0.0.1:7860"):
+    """The API in this process (no jobs run), with the token sent when there is one."""
+    app = create_app(workspace, token=token, run_jobs=False)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with TestClient(app, base_url=base_url, headers=headers) as client:
+        yield client
 
 
 def train_config(name: str, epochs: int = 1, extra: str = "") -> str:

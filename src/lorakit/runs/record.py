@@ -25,6 +25,7 @@ sd-scripts names them (`name-000001.safetensors` ... and `name.safetensors` for 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +193,27 @@ def load_run(folder: str | Path) -> RunRecord:
     if not record.epochs:
         raise RunError(f"{path} lists no saved epochs; was the run saved at least once?")
     return record
+
+
+def keep_epoch(folder: str | Path, epoch: int | None, target: str | Path) -> Path:
+    """Copy the LoRA file of `epoch` (None: the final file) to `target` and record the choice in
+    run.json under "kept" (the user picked it, e.g. from the epoch x weight grid). An existing
+    target is never overwritten."""
+    record = load_run(folder)
+    chosen = [e for e in record.epochs if e.epoch == epoch]
+    if not chosen:
+        saved = ", ".join("final" if e.epoch is None else str(e.epoch) for e in record.epochs)
+        raise RunError(f"{record.folder}: epoch {epoch} saved no file; saved epochs: {saved}.")
+    target = Path(target)
+    if target.exists():
+        raise RunError(f"{target} exists already; choose another name.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        shutil.copy2(chosen[-1].file, tmp)
+    kept = record.data.setdefault("kept", [])
+    kept.append({"epoch": epoch, "file": chosen[-1].file.name, "copy": str(target), "at": _now()})
+    record.write()
+    return target
 
 
 def loss_table(record: RunRecord) -> str:

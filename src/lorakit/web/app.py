@@ -9,7 +9,6 @@ failure as a plain 500 message, never a traceback (that goes to the server's out
 from __future__ import annotations
 
 import hmac
-import html
 import sys
 import traceback
 from contextlib import asynccontextmanager
@@ -20,10 +19,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from .. import __version__
 from ..errors import LorakitError
-from . import routes_data, routes_files, routes_jobs
+from . import pages, routes_data, routes_files, routes_form, routes_jobs, routes_pictures, routes_runs
 from .errors import status_of
 from .jobs import JobStore, Runner
-from .security import COOKIE, Guard, form_fields, login_page, safe_next, session_value
+from .security import COOKIE, Guard, form_fields, login_language, login_page, safe_next, session_value
 from .workspace import Workspace
 
 DESCRIPTION = """Everything the lorakit pages do, as JSON endpoints for scripts too.
@@ -66,9 +65,9 @@ def create_app(workspace: Workspace, token: str | None = None, run_jobs: bool = 
     app.add_middleware(Guard, token=token)
     app.add_exception_handler(LorakitError, _library_error)
     app.add_exception_handler(Exception, _unexpected_error)
-    for module in (routes_jobs, routes_data, routes_files):
+    for module in (routes_jobs, routes_data, routes_pictures, routes_form, routes_runs, routes_files, pages):
         app.include_router(module.router)
-    _pages(app, token)
+    _login(app, token)
     return app
 
 
@@ -84,22 +83,14 @@ async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
     )
 
 
-def _pages(app: FastAPI, token: str | None) -> None:
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index(request: Request) -> str:
-        ws = request.app.state.context.workspace
-        return (
-            '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>lorakit</title></head>'
-            f"<body><h1>lorakit {html.escape(__version__)}</h1><p>Workspace: <code>{html.escape(str(ws.root))}"
-            '</code></p><p>The API and its documentation: <a href="/docs">/docs</a>.</p></body></html>'
-        )
-
+def _login(app: FastAPI, token: str | None) -> None:
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
     def login_form(request: Request) -> Response:
         next_url, given = request.query_params.get("next", "/"), request.query_params.get("token")
         if token is None or (given and _valid(given, token)):
             return _logged_in(safe_next(next_url), token)
-        return HTMLResponse(login_page(safe_next(next_url), "wrong token" if given else ""))
+        language = login_language(request.headers.get("accept-language"))
+        return HTMLResponse(login_page(safe_next(next_url), bool(given), language))
 
     @app.post("/login", response_class=HTMLResponse, include_in_schema=False)
     async def login(request: Request) -> Response:
@@ -107,7 +98,8 @@ def _pages(app: FastAPI, token: str | None) -> None:
         target = safe_next(form.get("next"))
         if token is None or _valid(form.get("token", ""), token):
             return _logged_in(target, token)
-        return HTMLResponse(login_page(target, "wrong token"), status_code=401)
+        language = login_language(request.headers.get("accept-language"))
+        return HTMLResponse(login_page(target, True, language), status_code=401)
 
     @app.post("/logout", include_in_schema=False)
     def logout() -> Response:

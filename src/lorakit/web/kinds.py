@@ -104,6 +104,7 @@ ARGS: dict[str, dict[str, str]] = {
         "precision": "text",
         "device": "text",
     },
+    "inspect": {"file": "path", "v_parameterization": "flag", "json": "flag"},
     "convert": {
         "input": "path",
         "output": "out",
@@ -113,7 +114,7 @@ ARGS: dict[str, dict[str, str]] = {
         "v_parameterization": "flag",
     },
 }
-POSITIONAL = {"resize": ("lora",), "convert": ("input", "output")}
+POSITIONAL = {"resize": ("lora",), "convert": ("input", "output"), "inspect": ("file",)}
 REQUIRED = {
     "grid": (),
     "generate": ("out",),
@@ -121,6 +122,7 @@ REQUIRED = {
     "resize": ("lora", "out", "new-rank"),
     "extract": ("base", "tuned", "out", "dim"),
     "convert": ("input", "output"),
+    "inspect": ("file",),
     "lr-find": (),
 }
 CONFIG_KINDS = ("train", "lr-find")
@@ -155,7 +157,8 @@ def prepare(
         raise WebError(f"a {kind} job takes 'args' (its command's options), not 'config'.")
     argv = option_args(workspace, kind, args or {})
     out = _output_of(workspace, kind, args or {})
-    return JobSpec(kind, name or f"{kind} {out.name if out else ''}".strip(), argv, None, out)
+    shown = out.name if out else Path(str((args or {}).get("file") or "")).name
+    return JobSpec(kind, name or f"{kind} {shown}".strip(), argv, None, out)
 
 
 # -- trainings -------------------------------------------------------------------------------

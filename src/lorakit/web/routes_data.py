@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from ..data import tags as T
 from ..data.captions import CaptionError, read_text, split_tags
 from ..data.check import check_dataset, format_plan, format_problems
+from ..data.discover import parse_folder_name
 from ..data.images import IMAGE_EXTENSIONS
 from ..errors import DatasetError
 from ..training.config import read_toml, to_toml
@@ -49,6 +50,24 @@ def _tags_of(path: Path, separator: str) -> tuple[str | None, list[str]]:
     return text, [t for line in text.splitlines() for t in split_tags(line, separator)]
 
 
+def _has_subset_folders(folder: Path) -> bool:
+    return folder.is_dir() and any(
+        p.is_dir() and not p.name.startswith(".") and parse_folder_name(p.name) for p in folder.iterdir()
+    )
+
+
+def dataset_layout(folder: Path, roots) -> dict:
+    """Where a dataset folder's pictures are for training: the folder itself when it holds
+    N_name folders (train_data_dir), else its train/ folder (and reg/ for regularization)."""
+    if _has_subset_folders(folder):
+        return {"train": location_of(folder, roots), "reg": None}
+    train, reg = folder / "train", folder / "reg"
+    return {
+        "train": location_of(train, roots) if _has_subset_folders(train) else None,
+        "reg": location_of(reg, roots) if _has_subset_folders(reg) else None,
+    }
+
+
 @router.get("/datasets", summary="The dataset folders of the workspace (datasets/)")
 def list_datasets(ctx: Ctx) -> list[dict]:
     roots = ctx.workspace.roots()
@@ -70,6 +89,7 @@ def list_datasets(ctx: Ctx) -> list[dict]:
                 "location": location_of(folder, roots),
                 "images": images,
                 "configs": configs,
+                **dataset_layout(folder, roots),
             }
         )
     return out
@@ -105,7 +125,12 @@ def dataset_listing(
                 "tags": tags,
             }
         )
-    return {"location": location_of(folder, roots), "caption_extension": ext, "images": images}
+    return {
+        "location": location_of(folder, roots),
+        "caption_extension": ext,
+        "images": images,
+        **dataset_layout(folder, roots),
+    }
 
 
 @router.get("/dataset/check", summary="`lorakit dataset check`: what training will see, and every problem")
@@ -117,6 +142,9 @@ def dataset_check(
     train_batch_size: Annotated[int | None, Query(ge=1)] = None,
     caption_extension: str | None = None,
     enable_bucket: bool | None = None,
+    bucket_reso_steps: Annotated[int | None, Query(ge=8)] = None,
+    min_bucket_reso: Annotated[int | None, Query(ge=8)] = None,
+    max_bucket_reso: Annotated[int | None, Query(ge=8)] = None,
 ) -> dict:
     roots = ctx.workspace.roots()
     path = resolve_location(location, roots)
@@ -128,6 +156,9 @@ def dataset_check(
         "batch_size": train_batch_size,
         "caption_extension": caption_extension,
         "enable_bucket": enable_bucket,
+        "bucket_reso_steps": bucket_reso_steps,
+        "min_bucket_reso": min_bucket_reso,
+        "max_bucket_reso": max_bucket_reso,
     }
     plan = check_dataset(path, reg, {k: v for k, v in given.items() if v is not None})
     report = plan.to_dict()

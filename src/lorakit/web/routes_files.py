@@ -1,8 +1,7 @@
-"""Workspace endpoints: server info, the option table, folders and files, runs, models."""
+"""Workspace endpoints: server info, the option table, folders and files, models."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -15,10 +14,8 @@ from ..errors import LorakitError
 from ..models.checkpoint_file import TensorFile
 from ..models.report import checkpoint_report
 from ..networks.reading import is_network_file_keys
-from ..runs import EVENTS_FILE, RUN_FILE, load_run
-from ..training.events import read_events
-from ..training.options import OPTIONS, SECTIONS
 from .errors import NotFound
+from .form import form_options
 from .jobs import STATES
 from .kinds import ARGS, KINDS
 from .routes_jobs import Ctx
@@ -68,15 +65,13 @@ def settings(ctx: Ctx) -> dict:
     }
 
 
-@router.get("/options", summary="Every training option: name, default, type, section, help")
+@router.get(
+    "/options", summary="Every training option: name, default, type, section, help (English and Chinese)"
+)
 def options() -> dict:
-    return {
-        "sections": list(SECTIONS),
-        "options": [
-            {"name": o.name, "default": o.default, "kind": o.kind, "section": o.section, "help": o.help}
-            for o in OPTIONS
-        ],
-    }
+    """Also what the training form is made of: which options come first (`common`, `rank`) and
+    the values some choose from (`choices`: one of these; `suggestions`: usually one of these)."""
+    return form_options()
 
 
 @router.get("/roots", summary="The folders requests may name: the workspace and the allowed folders")
@@ -127,91 +122,6 @@ def get_file(ctx: Ctx, location: str) -> FileResponse:
     if suffix in TEXT:
         return FileResponse(path, media_type="text/plain; charset=utf-8", headers=headers)
     return FileResponse(path, media_type="application/octet-stream", filename=path.name, headers=headers)
-
-
-# -- runs ---------------------------------------------------------------------------------------
-
-
-def _run_folders(ctx) -> list[Path]:
-    found = {p for p in (ctx.workspace.root / "runs").iterdir() if p.is_dir()}
-    for job in ctx.store.jobs():
-        if job.kind == "train" and job.output_dir:
-            found.add(Path(job.output_dir))
-    return sorted(p for p in found if (p / RUN_FILE).is_file() or (p / EVENTS_FILE).is_file())
-
-
-def _read_record(folder: Path) -> dict:
-    try:
-        data = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def run_summary(folder: Path, roots) -> dict:
-    record = _read_record(folder)
-    epochs = record.get("epochs") or []
-    scored = [e for e in epochs if isinstance(e, dict) and e.get("validation_loss") is not None]
-    best = min(scored, key=lambda e: e["validation_loss"]) if scored else None
-    return {
-        "location": location_of(folder, roots),
-        "name": record.get("output_name") or folder.name,
-        "status": record.get("status"),
-        "started_at": record.get("started_at"),
-        "finished_at": record.get("finished_at"),
-        "steps": record.get("steps") or (record.get("losses") or [[0]])[-1][0],
-        "total_steps": (record.get("plan") or {}).get("total_steps"),
-        "epochs": len(epochs),
-        "base_model": record.get("base_model"),
-        "final_file": record.get("final_file"),
-        "best_epoch": best,
-    }
-
-
-@router.get("/runs", summary="Every training run of the workspace (from its run.json)")
-def list_runs(ctx: Ctx) -> list[dict]:
-    roots = ctx.workspace.roots()
-    return [run_summary(folder, roots) for folder in _run_folders(ctx)]
-
-
-@router.get("/run", summary="One run: run.json, its epochs with their files, previews and LoRA files")
-def get_run(ctx: Ctx, location: str) -> dict:
-    roots = ctx.workspace.roots()
-    folder = resolve_location(location, roots)
-    if not (folder / RUN_FILE).is_file() and not (folder / EVENTS_FILE).is_file():
-        raise NotFound(f"{location} is not a training run (no {RUN_FILE}).")
-    try:
-        record = load_run(folder)
-        epochs = [
-            {"epoch": e.epoch, "file": location_of(e.file, roots), "validation_loss": e.validation_loss}
-            for e in record.epochs
-        ]
-        best = record.best_epoch()
-    except LorakitError:  # still running, nothing saved yet
-        epochs, best = [], None
-    return {
-        **run_summary(folder, roots),
-        "record": _read_record(folder),
-        "saved_epochs": epochs,
-        "best_epoch_file": location_of(best.file, roots) if best else None,
-        "files": [location_of(p, roots) for p in sorted(folder.glob("*.safetensors"))],
-        "samples": [location_of(p, roots) for p in sorted((folder / "sample").glob("*.png"))],
-        "events": f"/api/run/events?location={location_of(folder, roots)}",
-    }
-
-
-@router.get("/run/events", summary="A run's events.jsonl as JSON (also for runs not started from the UI)")
-def run_events(
-    ctx: Ctx,
-    location: str,
-    after: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
-    kind: Annotated[list[str] | None, Query()] = None,
-) -> list[dict]:
-    folder = resolve_location(location, ctx.workspace.roots())
-    if not (folder / EVENTS_FILE).is_file():
-        raise NotFound(f"{location} has no {EVENTS_FILE}.")
-    return read_events(folder / EVENTS_FILE, after, limit, kind)
 
 
 # -- models -------------------------------------------------------------------------------------

@@ -263,19 +263,42 @@ def safe_next(value: str | None) -> str:
     return value
 
 
-def login_page(next_url: str, message: str = "") -> str:
-    note = f'<p class="error">{html.escape(message)}</p>' if message else ""
+LOGIN_WORDS = {
+    "en": {
+        "title": "log in",
+        "intro": "Enter the token that <code>lorakit ui</code> printed when it started.",
+        "button": "Log in",
+        "wrong": "wrong token",
+    },
+    "zh-CN": {
+        "title": "登录",
+        "intro": "请输入 <code>lorakit ui</code> 启动时打印出来的 token。",
+        "button": "登录",
+        "wrong": "token 不对",
+    },
+}
+
+
+def login_language(accept_language: str | None) -> str:
+    """The login page in Chinese when the browser asks for Chinese first (as the pages do)."""
+    first = (accept_language or "").split(",")[0].strip().lower()
+    return "zh-CN" if first.startswith("zh") else "en"
+
+
+def login_page(next_url: str, wrong: bool = False, language: str = "en") -> str:
+    words = LOGIN_WORDS[language]
+    note = f'<p class="error">{html.escape(words["wrong"])}</p>' if wrong else ""
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<title>lorakit — log in</title>
+<html lang="{language}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>lorakit — {words["title"]}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem}}
 input{{font-size:1rem;padding:.4rem;width:100%;box-sizing:border-box}} .error{{color:#b00020}}</style>
 </head><body><h1>lorakit</h1>
-<p>Enter the token that <code>lorakit ui</code> printed when it started.</p>{note}
+<p>{words["intro"]}</p>{note}
 <form method="post" action="/login">
 <label for="token">Token</label><input id="token" name="token" type="password" autocomplete="current-password" autofocus>
 <input type="hidden" name="next" value="{html.escape(next_url)}">
-<p><button type="submit">Log in</button></p></form></body></html>"""
+<p><button type="submit">{words["button"]}</button></p></form></body></html>"""
 
 
 def form_fields(body: bytes) -> dict[str, str]:
