@@ -89,6 +89,10 @@ def test_the_shipped_template_is_a_valid_training_config(tmp_path):
     assert config.network_module == "networks.lora" and config.save_every_n_epochs == 1
     assert config.sample_prompts and config.cache_latents
     assert config.sample_every_n_epochs == 1 and config.sample_at_first
+    # what a copy for one's own pictures needs: the captions' extension, a state to resume from,
+    # and the TensorBoard logs the README describes
+    assert config.caption_extension == ".txt" and config.origin["caption_extension"] == str(path)
+    assert config.save_state and config.log_with == "tensorboard"
 
 
 @pytest.mark.parametrize("algorithm", list(ALGORITHMS))

@@ -63,6 +63,26 @@ def caption_path(image: Path, extension: str) -> Path | None:
     return None
 
 
+# Caption extensions that tools write (sd-scripts' default .caption, WD14 taggers' .txt, ...):
+# a caption under one of them beside an image is the user's caption, whatever extension is set.
+COMMON_CAPTION_EXTENSIONS = (".txt", ".caption", ".cap", ".tags")
+
+
+def other_caption_files(images, extension: str) -> dict[str, list[Path]]:
+    """Common caption extension other than `extension` -> the images of `images` that have a
+    caption file under it beside them (and none under `extension`): captions that a wrong
+    caption_extension would silently leave out."""
+    ext = extension if extension.startswith(".") else "." + extension
+    found: dict[str, list[Path]] = {}
+    for image in images:
+        if caption_path(image, ext) is not None:
+            continue
+        for other in COMMON_CAPTION_EXTENSIONS:
+            if other != ext.lower() and caption_path(image, other) is not None:
+                found.setdefault(other, []).append(image)
+    return found
+
+
 def split_tags(text: str, separator: str = ",") -> list[str]:
     return [t.strip() for t in text.split(separator) if t.strip()]
 

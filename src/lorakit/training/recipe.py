@@ -358,6 +358,7 @@ def start_record(config: TrainConfig, folder: RunFolder, model, group, plan) -> 
         dataset={
             "train_images": group.num_train_images,
             "reg_images": group.num_reg_images,
+            "captions": group.caption_sources(),
             "buckets": {f"{w}x{h}": n for (w, h), n in group.bucket_histogram().items()},
         },
         plan={
