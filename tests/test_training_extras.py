@@ -9,7 +9,7 @@ from lorakit.cli.main import main
 from lorakit.data.text_cache import TextOutputCache
 from lorakit.training.config import load_config
 from lorakit.training.loss import LossOptions
-from lorakit.training.lr_find import find_lr
+from lorakit.training.lr_find import divergence, find_lr
 from lorakit.training.noise import NoiseOptions, training_scheduler
 from lorakit.training.recipe import train
 from lorakit.training.setup import build_data
@@ -63,16 +63,49 @@ def test_validation_loss_per_epoch_is_recorded_and_deterministic(tiny_checkpoint
 
 
 def test_lr_find_suggests_the_settled_step_size(tiny_checkpoints, tmp_path, capsys):
-    config = load_config(_config(tmp_path, tiny_checkpoints["sd1"]))
-    result = find_lr(config, steps=8, quiet=True)
+    config = load_config(_config(tmp_path, tiny_checkpoints["sd1"], "save_state = true\nresume = 'auto'\n"))
+    result = find_lr(config, steps=8)
     assert len(result.dlr) == 8 and result.dlr[-1] > result.dlr[0] >= 1e-6  # d starts at 1e-6 and grows
     tail = sorted(result.dlr[-2:])
     assert result.settled == (tail[0] + tail[1]) / 2
     assert abs(result.lion - result.settled / 3) < 1e-12
-    assert result.plot.read_bytes()[:4] == b"\x89PNG"
-    assert not list((tmp_path / "o").rglob("*.safetensors"))  # nothing but the plot is written
+    assert result.diverged is None and len(result.losses) == 8
+    assert result.plot == tmp_path / "o" / "lora-lr-find.png" and result.plot.read_bytes()[:4] == b"\x89PNG"
+    err = capsys.readouterr().err
+    assert "lr-find: 100%" in err and "saved" not in err  # its own progress bar, no "saved ..." lines
+    # as its help says: the plot is the only file written (no run.json, config copy, loss plot, state)
+    assert sorted(p.name for p in (tmp_path / "o").rglob("*")) == ["lora-lr-find.png"]
     assert main(["lr-find", str(tmp_path / "c.toml"), "--steps", "4", "--quiet"]) == 0
-    assert "AdamW / AdamW8bit: unet_lr = " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "AdamW / AdamW8bit: unet_lr = " in out and "save_every_n_epochs" not in out
+    assert sorted(p.name for p in (tmp_path / "o").rglob("*")) == ["lora-lr-find.png"]
+
+
+def test_a_diverging_lr_find_says_so_instead_of_suggesting(tiny_checkpoints, tmp_path, capsys):
+    _config(tmp_path, tiny_checkpoints["sd1"])
+    # d0 = 1: D-Adaptation starts at a step size a million times its usual start; the loss explodes
+    argv = ["lr-find", str(tmp_path / "c.toml"), "--steps", "16", "--optimizer_args", "d0=1", "--quiet"]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "DAdaptation diverged: the loss became NaN or infinite at step" in out
+    assert "no learning rate is suggested" in out and "Suggested settings" not in out
+    assert (tmp_path / "o" / "lora-lr-find.png").exists()
+
+
+def test_divergence_compares_the_last_quarter_with_the_first():
+    # the run: the quickstart's tiny model, 40 steps, DAdaptation (loss 0.05 -> ~1.0)
+    seen = [0.0474, 0.0604, 0.0156, 0.0742, 0.0843, 0.1179, 0.0627, 0.0846, 0.0632, 0.0539]
+    seen += [0.0898, 0.0317, 0.0628, 0.0514, 0.0672, 0.0586, 0.0933, 0.1027, 0.0557, 0.0478]
+    seen += [0.0658, 0.1056, 0.2564, 0.2126, 0.8430, 1.1502, 1.7839, 1.5577, 1.1606, 1.3924]
+    seen += [1.1925, 0.5538, 1.1592, 1.5091, 1.3335, 0.9452, 1.2432, 0.7929, 1.1201, 1.0890]
+    first, last = sorted(seen[:10]), sorted(seen[-10:])
+    start, end = (first[4] + first[5]) / 2, (last[4] + last[5]) / 2  # medians of 10
+    assert divergence(seen) == (
+        f"the loss rose from {start:.4f} (median of the first 10 steps) to {end:.4f} (median of the last 10)"
+    )
+    assert divergence(seen[:20]) is None  # noisy, but not rising: a learning run
+    assert divergence(seen[-12:]) is None  # too few steps to judge
+    assert divergence([0.1, float("nan")]) == "the loss became nan at step 2"
 
 
 def test_caption_cache_gives_the_sameconditioning(tiny_checkpoints):
