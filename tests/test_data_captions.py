@@ -252,3 +252,19 @@ def test_a_few_captions_under_another_extension_are_named_for_renaming(tmp_path)
     (message,) = [p.message for p in problems.errors]
     assert message.startswith("1 of 3 image(s) have no .txt caption file but a .caption file beside them")
     assert "give them .txt names like the other 2 caption(s) of this folder, e.g. 2.txt" in message
+
+
+def test_caption_files_without_an_image_are_a_warning(tmp_path, capsys):
+    train = txt_folder(tmp_path)
+    folder = train / "5_sks dog"
+    write(folder / "deleted.txt", "sks dog, the picture was deleted")
+    noise_image(folder / "face_12_34_56_78.png", (64, 64), 9)  # a face-crop name: its caption is face.txt
+    write(folder / "face.txt", "sks dog, face")
+    config = config_from_folders(train, options={"resolution": 64, "caption_extension": ".txt"})
+    problems = build_datasets(config).problems  # a warning: training goes on
+    (warning,) = [p for p in problems.warnings if p.path == folder]
+    assert warning.message.startswith(
+        "1 caption file(s) have no image of their name beside them: deleted.txt."
+    )
+    assert main(["dataset", "check", str(train), "--resolution", "64", "--caption_extension", ".txt"]) == 0
+    assert "deleted.txt" in capsys.readouterr().out

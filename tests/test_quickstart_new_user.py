@@ -1,18 +1,43 @@
-"""A new user's first own LoRA: the quickstart template, copied and changed as its top comment
-says (dataset_config replaced by a train_data_dir of pictures with .txt captions), trains on
+"""What a new user meets after `lorakit quickstart`: control previews that show what they name,
+and a first own LoRA from the quickstart template, copied and changed as its top comment says
+(dataset_config replaced by a train_data_dir of pictures with .txt captions), which trains on
 those captions; the template without its caption_extension line stops before the first step."""
 
 import json
 
 import pytest
+import torch
+from PIL import Image
 
 from lorakit.errors import DatasetError
+from lorakit.models.load import load_model
 from lorakit.quickstart import demo, shapes
 from lorakit.quickstart.run import fill_template, template_text, tiny_model_path
+from lorakit.quickstart.score import read_image
 from lorakit.training.config import load_config
+from lorakit.training.previews import PreviewOptions, load_preview_prompts, make_previews
 from lorakit.training.recipe import train
 
 IMAGES = 4
+
+
+def test_the_control_previews_show_what_they_name_on_the_base_model(tmp_path):
+    """The quickstart's previews before training (e000000) are the base model's pictures of the
+    sample prompts; a control prompt (no trigger word) must show its colour and shape there, or
+    its preview cannot show that the LoRA leaves other prompts alone."""
+    data = demo.write_demo(tmp_path / "dataset")
+    prompts = load_preview_prompts(data.sample_prompts)
+    controls = [(i, p) for i, p in enumerate(prompts) if demo.TRIGGER not in p.prompt]
+    assert [p.prompt for _, p in controls] == [demo.control_prompt(c, s, b) for c, s, b, _ in demo.CONTROLS]
+    assert [p.seed for _, p in controls] == [seed for *_, seed in demo.CONTROLS]
+    model = load_model(tiny_model_path(), dtype=torch.float32)
+    options = PreviewOptions(sample_sampler="dpmsolver++")  # the template's, as the quickstart draws them
+    files, _ = make_previews(
+        model, torch.nn.Linear(1, 1), prompts, options, tmp_path / "sample", "q", "e000000"
+    )
+    for (index, _), (colour, shape, _, _) in zip(controls, demo.CONTROLS):
+        reading = read_image(Image.open(files[index]))
+        assert (reading.colour, reading.shape) == (colour, shape), files[index].name
 
 
 def own_pictures(root):

@@ -122,10 +122,14 @@ def test_caption_cache_gives_the_sameconditioning(tiny_checkpoints):
     assert torch.equal(cached[0], again[0]) and cache.hits >= 3 and len(cache.items) == 2
 
 
-def test_previews_every_epoch_with_parameters_and_no_effect_on_training(tiny_checkpoints, tmp_path):
+def test_previews_every_epoch_with_parameters_and_no_effect_on_training(
+    tiny_checkpoints, tmp_path, monkeypatch
+):
+    import numpy as np
     from PIL import Image
 
     from lorakit.evaluation.pngmeta import parse_parameters
+    from lorakit.training import previews as previews_module
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text(
@@ -133,6 +137,14 @@ def test_previews_every_epoch_with_parameters_and_no_effect_on_training(tiny_che
     )
     base = "max_train_epochs = 2\n"
     plain = train(load_config(_config(tmp_path / "a", tiny_checkpoints["sd1"], base)), quiet=True)
+    strips = []
+    real_strip = previews_module.draw_strip
+
+    def draw_strip(images, labels, caption=""):
+        strips.append((labels, caption))
+        return real_strip(images, labels, caption)
+
+    monkeypatch.setattr(previews_module, "draw_strip", draw_strip)
     extra = (
         base + f'sample_prompts = "{prompts.as_posix()}"\nsample_every_n_epochs = 1\nsample_at_first = true\n'
     )
@@ -150,6 +162,19 @@ def test_previews_every_epoch_with_parameters_and_no_effect_on_training(tiny_che
         7,
     )
     assert params.sampler == "DDIM"  # sd-scripts' default preview sampler
+    # each strip says what it is: the run and the epoch on top, each picture under its prompt
+    assert [caption for _, caption in strips] == [
+        "lora: before training (the base model alone)",
+        "lora: after epoch 1 (step 4)",
+        "lora: after epoch 2 (step 8)",
+    ]
+    assert all(labels == ["sks, magenta circle", "a red square"] for labels, _ in strips)
+    strip = np.asarray(Image.open(tmp_path / "b" / "o" / "sample" / "lora_e000001_strip.png").convert("RGB"))
+    first = Image.open(tmp_path / "b" / "o" / "sample" / "lora_e000001_00.png").convert("RGB")
+    enlarged = np.asarray(first.resize((128, 128), Image.Resampling.NEAREST))  # 64 px drawn 2x
+    top = strip.shape[0] - 128
+    assert top > 0 and np.array_equal(strip[top:, :128], enlarged)
+    assert (strip[:top].min(-1) < 128).sum() > 50  # the caption and labels are written above
     # previews keep their own random state: the trained weights equal a run without previews
     a, b = plain.network.state_dict(), result.network.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -164,3 +189,21 @@ def test_black_and_uniform_previews_are_recognised():
     assert preview_problem(np.full((8, 8, 3), 128, np.uint8)) == "uniform"
     rng = np.random.default_rng(0)
     assert preview_problem(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)) is None
+
+
+def test_the_loss_plot_names_the_run_and_marks_each_epoch():
+    from lorakit.training.watch import loss_figure
+
+    losses = [(step, 1.0 / step) for step in range(1, 13)]
+    epochs = [
+        {"epoch": 1, "step": 4},
+        {"epoch": 2, "step": 8, "validation_loss": 0.2},
+        {"epoch": 3, "step": 12},
+    ]
+    fig = loss_figure(losses, epochs, "ohwx-magenta")
+    ax = fig.axes[0]
+    assert ax.get_title() == "ohwx-magenta: loss per step"
+    marks = sorted(line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == ":")
+    assert marks == [4, 8, 12]
+    assert [t.get_text() for t in ax.texts] == ["epoch 1", "epoch 2", "epoch 3"]
+    assert "end of each epoch" in ax.get_xlabel()

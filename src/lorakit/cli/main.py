@@ -12,6 +12,7 @@ import sys
 
 from .. import __version__
 from ..errors import LorakitError
+from ..utils.quiet import quiet_third_party
 
 # command -> module in this package; the order is the order `lorakit --help` lists them in.
 COMMANDS = {
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     # library chatter (optional backends, deprecations) is not for users; lorakit says what matters
+    quiet_third_party()
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     logging.basicConfig(level=logging.INFO, format="%(message)s")

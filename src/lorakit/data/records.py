@@ -16,8 +16,10 @@ from pathlib import Path
 from .augment import face_box
 from .buckets import BucketChoice, BucketSelector
 from .captions import (
+    COMMON_CAPTION_EXTENSIONS,
     CaptionError,
     caption_path,
+    caption_stems,
     load_metadata,
     metadata_caption,
     other_caption_files,
@@ -102,7 +104,31 @@ def _dreambooth_images(
     missing = [img for img, _, source, _ in out if source == "class_tokens"]
     if missing:
         _report_missing_captions(subset, missing, len(images), problems)
+    _report_orphan_captions(subset, images, problems)
     return out
+
+
+def _report_orphan_captions(subset: SubsetConfig, images: list[Path], problems: Problems) -> None:
+    """Caption files that no image in the folder owns (its image was deleted, renamed, or left
+    out by a tool): never used, and easy to mistake for a trained picture. A folder without any
+    image gets its own error instead."""
+    if not images:
+        return
+    extensions = {e.lower() for e in (*COMMON_CAPTION_EXTENSIONS, subset.caption_extension)}
+    owned = {stem for image in images for stem in caption_stems(image)}
+    orphans = [
+        entry.name
+        for entry in sorted(subset.image_dir.iterdir(), key=lambda p: p.name)
+        if entry.suffix.lower() in extensions and not entry.name.startswith(".")
+        and entry.is_file() and entry.stem not in owned
+    ]  # fmt: skip
+    if orphans:
+        names = ", ".join(orphans[:5]) + (f" and {len(orphans) - 5} more" if len(orphans) > 5 else "")
+        problems.warning(
+            subset.image_dir,
+            f"{len(orphans)} caption file(s) have no image of their name beside them: {names}. They are not "
+            "used; delete them, or bring their images back.",
+        )
 
 
 def _report_missing_captions(

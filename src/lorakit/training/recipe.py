@@ -245,7 +245,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
         tensorboard.close()
 
     # -- finish
-    plot = plot_losses(pos.losses, record.data["epochs"], folder.loss_plot) if runtime.is_main_process else None
+    plot = plot_losses(pos.losses, record.data["epochs"], folder.loss_plot, folder.name) if runtime.is_main_process else None
     final = folder.final_file
     record.finish(
         "finished", steps=pos.step, loss_plot=str(plot) if plot else None, final_file=str(final),
