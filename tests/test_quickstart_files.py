@@ -127,3 +127,25 @@ def test_a_broken_demo_picture_stops_the_quickstart_before_training(tmp_path, mo
     with pytest.raises(QuickstartError, match="the demo dataset .*dataset.toml has errors"):
         run.run_quickstart(tmp_path / "qs")
     assert "00.png" in capsys.readouterr().out  # the dataset report names the file
+
+
+def test_readme_help_and_results_give_one_measured_quickstart_time(capsys):
+    import re
+    from pathlib import Path
+
+    from lorakit.cli.main import main
+    from lorakit.quickstart.run import MEASURED_TIME
+
+    root = Path(__file__).resolve().parents[1]
+    results = (root / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
+    section = results.split("## The quickstart, end to end", 1)[1]
+    row = next(line for line in section.splitlines() if line.startswith("| 20"))
+    runs = [float(x) for x in re.findall(r"\| (\d+\.\d) s", row)]
+    assert MEASURED_TIME == f"{round(min(runs))}-{round(max(runs))} s"  # the runs of the table
+    assert f"({MEASURED_TIME} measured" in (root / "README.md").read_text(encoding="utf-8")
+    with pytest.raises(SystemExit):
+        main(["quickstart", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"{MEASURED_TIME} on a 2-core CPU" in text and "minutes" not in text
+    assert main([]) == 1
+    assert f"({MEASURED_TIME} on a 2-core CPU)" in " ".join(capsys.readouterr().out.split())

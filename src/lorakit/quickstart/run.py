@@ -35,6 +35,9 @@ from .score import read_image, share_showing
 
 MODEL_FILE = "lorakit-tiny.safetensors"
 TEMPLATE = "example.toml"
+# The one measured figure of a whole quickstart on a 2-core CPU (benchmarks/RESULTS.md, made with
+# benchmarks/quickstart_time.py); `lorakit quickstart --help` and the README give the same.
+MEASURED_TIME = "71-82 s"
 
 # The four network kinds of the concept tests. LoHa and LoKr (Hadamard and Kronecker products)
 # start from smaller updates: with the same learning rate they take 8 epochs where LoRA takes 4
