@@ -1,7 +1,8 @@
 """`lorakit quickstart`: the whole LoRA routine on the embedded tiny model, in minutes on a CPU.
 
-    demo dataset -> dataset check -> training (a file and previews per epoch, a loss plot)
-    -> epoch x weight grid -> a measured concept check
+    demo dataset -> dataset check -> training (a file, a state and previews per epoch, a loss
+    plot) -> an epoch x weight grid per preview prompt -> a measured concept check, and the
+    control previews read back
 
 The training settings are `example.toml`, the same file a user copies for a real model; only
 its paths are filled in here.
