@@ -149,3 +149,28 @@ def test_readme_help_and_results_give_one_measured_quickstart_time(capsys):
     assert f"{MEASURED_TIME} on a 2-core CPU" in text and "minutes" not in text
     assert main([]) == 1
     assert f"({MEASURED_TIME} on a 2-core CPU)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_the_summary_names_files_relative_to_the_folder_the_user_gave(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from lorakit.quickstart.run import QuickstartResult, summary
+
+    monkeypatch.chdir(tmp_path)
+    out = Path("lorakit-quickstart")  # as `lorakit quickstart` gets it: relative
+    output = out.resolve() / "output"  # the config's paths are absolute
+    result = QuickstartResult(
+        out=out, config=out / "lorakit-quickstart.toml", dataset=out / "dataset",
+        lora=output / "ohwx-magenta.safetensors", epoch_files=[output / "ohwx-magenta-000001.safetensors"],
+        previews=[output / "sample" / "ohwx-magenta_e000000_strip.png"],
+        grids=[output / "grid" / f"prompt-0{i}" / "grid.png" for i in (1, 2)], loss_plot=output / "ohwx-magenta-loss.png",
+        record=output / "run.json", seconds=80, epochs=1,
+        concept={"trigger, LoRA 1.0": 1.0, "trigger, LoRA 0": 0.0, "no trigger, LoRA 1.0": 0.0},
+        controls=[("red circle, gray background", "red", "red")],
+    )  # fmt: skip
+    text = summary(result, 16)
+    assert str(tmp_path) not in text
+    for row in ("output/ohwx-magenta.safetensors", "output/grid/prompt-NN/grid.png", "output/run.json"):
+        assert f"\n  {row} " in text
+    assert "tensorboard --logdir lorakit-quickstart/output/logs" in text
+    assert "'red circle, gray background': red before training, red after epoch 1 (unchanged)" in text

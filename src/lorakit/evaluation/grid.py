@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
+from tqdm.auto import tqdm
 
 from ..errors import LorakitError
 from ..runs import RunRecord, epoch_of, sort_by_epoch
@@ -312,8 +313,8 @@ def run_grid(
         cells, key=lambda c: tuple((str(r.path), r.weight, r.unet, str(r.blocks)) for r in c.settings.loras)
     )
     drawn: dict[str, GeneratedImage] = {}
-    for n, cell in enumerate(order, 1):
-        log.info("cell %d/%d: %s", n, len(cells), _describe(cell, x, y, z))
+    for n, cell in enumerate(tqdm(order, desc="cells", leave=False, dynamic_ncols=True), 1):
+        log.debug("cell %d/%d: %s", n, len(cells), _describe(cell, x, y, z))
         key = repr(replace(cell.settings, loras=[r for r in cell.settings.loras if not _off(r)]))
         if key in drawn:
             same = drawn[key]
@@ -373,6 +374,7 @@ def grids(
     results = []
     for i, request in enumerate(requests):
         folder = out if len(requests) == 1 else out / f"prompt-{i + 1:02d}"
+        log.info("grid %d/%d: %s -> %s", i + 1, len(requests), request.prompt, folder)
         results.append(run_grid(generator, request, x, y, z, out=folder, **options))
     return results
 

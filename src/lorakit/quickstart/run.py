@@ -250,9 +250,9 @@ def run_quickstart(
 
 
 def summary(r: QuickstartResult, seeds: int) -> str:
-    def rel(path: Path) -> str:
+    def rel(path: Path) -> str:  # the output paths are absolute, `r.out` as the user gave it
         try:
-            return str(path.relative_to(r.out))
+            return str(path.resolve().relative_to(r.out.resolve()))
         except ValueError:
             return str(path)
 
@@ -279,7 +279,10 @@ def summary(r: QuickstartResult, seeds: int) -> str:
             rel(r.loss_plot),
             "the loss per step, epochs marked: noisy by nature; look at the trend, not the wiggles",
         ),
-        (rel(output / "logs") + "/", "the same in TensorBoard: tensorboard --logdir " + rel(output / "logs")),
+        (
+            rel(output / "logs") + "/",
+            f"the same in TensorBoard: tensorboard --logdir {r.out / rel(output / 'logs')}",
+        ),
         (rel(r.record), "everything about the run (settings, losses, files), read by 'lorakit grid --run'"),
     ]
     width = max(len(a) for a, _ in rows)
