@@ -90,22 +90,35 @@ from lorakit.models.load import load_model
 model = load_model(sys.argv[1])
 model.unet.to(torch.bfloat16)  # diffusers: "modules ... kept in float32: []"
 Generator(model)  # transformers: "CLIPImageProcessor requires torchvision"
+# transformers' progress bars: "Writing model shards", "Loading weights"
+assert main(["convert", sys.argv[1], sys.argv[2], "--to", "diffusers"]) == 0
+assert main(["convert", sys.argv[2], sys.argv[3]]) == 0
 sys.exit(main(["inspect", sys.argv[1]]))
 """
 
 
-def test_inspect_on_the_tiny_model_prints_only_lorakits_lines():
+def test_model_commands_on_the_tiny_model_print_only_lorakits_lines(tmp_path):
     from lorakit.quickstart.run import tiny_model_path
     from lorakit.tools.inspect import format_inspection, inspect_file
 
-    tiny = str(tiny_model_path())
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_VERBOSITY")}
+    tiny, folder, back = str(tiny_model_path()), tmp_path / "d", tmp_path / "back.safetensors"
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_VERBOSITY") and "PROGRESS_BARS" not in k}
     done = subprocess.run(
-        [sys.executable, "-c", QUIET_SCRIPT, tiny], capture_output=True, text=True, env=env, timeout=300
-    )
+        [sys.executable, "-c", QUIET_SCRIPT, tiny, str(folder), str(back)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
-    assert done.stdout == format_inspection(inspect_file(tiny)) + "\n"
+    assert done.stdout == "\n".join(
+        [
+            f"loaded SD 1.x (epsilon) from {tiny}",
+            f"wrote diffusers model: {folder}",
+            f"loaded SD 1.x (epsilon) from {folder}",
+            f"wrote single-file model: {back}",
+            format_inspection(inspect_file(tiny)),
+            "",
+        ]
+    )
 
 
 def test_the_dropped_messages_are_exactly_the_listed_ones(caplog):

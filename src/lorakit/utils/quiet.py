@@ -6,7 +6,9 @@ command line before anything else is imported."""
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
 
 # (logger, message pattern, why it says nothing to a lorakit user)
 NOISE: tuple[tuple[str, str, str], ...] = (
@@ -45,8 +47,16 @@ class DropMessage(logging.Filter):
 
 
 def quiet_third_party() -> None:
-    """Install the NOISE filters (once per logger and message)."""
+    """Install the NOISE filters (once per logger and message), and turn off the progress bars of
+    the Hugging Face libraries ("Loading weights", "Writing model shards": a small model's
+    tensors, never a download, since lorakit downloads nothing) unless the environment asks for
+    them (HF_HUB_DISABLE_PROGRESS_BARS=0)."""
     for name, pattern, _ in NOISE:
         logger = logging.getLogger(name)
         if not any(isinstance(f, DropMessage) and f.pattern.pattern == pattern for f in logger.filters):
             logger.addFilter(DropMessage(pattern))
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by libraries imported later
+    if os.environ["HF_HUB_DISABLE_PROGRESS_BARS"].strip().lower() in ("1", "true", "yes", "on"):
+        transformers_logging = sys.modules.get("transformers.utils.logging")  # imported already
+        if transformers_logging is not None:
+            transformers_logging.disable_progress_bar()
