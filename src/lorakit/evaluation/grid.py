@@ -374,7 +374,8 @@ def grids(
     results = []
     for i, request in enumerate(requests):
         folder = out if len(requests) == 1 else out / f"prompt-{i + 1:02d}"
-        log.info("grid %d/%d: %s -> %s", i + 1, len(requests), request.prompt, folder)
+        if len(requests) > 1:
+            log.info("grid %d/%d: %s -> %s", i + 1, len(requests), request.prompt, folder)
         results.append(run_grid(generator, request, x, y, z, out=folder, **options))
     return results
 
