@@ -76,3 +76,72 @@ def test_offline_with_an_empty_cache(tiny_checkpoints, tmp_path):
     assert [line.split()[0] for line in lines] == ["sd1", "sd2", "sdxl"]
     assert all(line.endswith("[49406, 320, 1125, 539, 320, 2368, 49407]") for line in lines)
     assert not (tmp_path / "empty-hf" / "hub").exists()
+
+
+# What a user sees is what lorakit writes: the library's own noise (diffusers on every cast,
+# transformers about torchvision) is dropped for any caller, then the command prints its report.
+QUIET_SCRIPT = """
+import sys
+import torch
+from lorakit.cli.main import main
+from lorakit.evaluation.generate import Generator
+from lorakit.models.load import load_model
+
+model = load_model(sys.argv[1])
+model.unet.to(torch.bfloat16)  # diffusers: "modules ... kept in float32: []"
+Generator(model)  # transformers: "CLIPImageProcessor requires torchvision"
+# transformers' progress bars: "Writing model shards", "Loading weights"
+assert main(["convert", sys.argv[1], sys.argv[2], "--to", "diffusers"]) == 0
+assert main(["convert", sys.argv[2], sys.argv[3]]) == 0
+sys.exit(main(["inspect", sys.argv[1]]))
+"""
+
+
+def test_model_commands_on_the_tiny_model_print_only_lorakits_lines(tmp_path):
+    from lorakit.quickstart.run import tiny_model_path
+    from lorakit.tools.inspect import format_inspection, inspect_file
+
+    tiny, folder, back = str(tiny_model_path()), tmp_path / "d", tmp_path / "back.safetensors"
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_VERBOSITY") and "PROGRESS_BARS" not in k}
+    done = subprocess.run(
+        [sys.executable, "-c", QUIET_SCRIPT, tiny, str(folder), str(back)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert done.stdout == "\n".join(
+        [
+            f"loaded SD 1.x (epsilon) from {tiny}",
+            f"wrote diffusers model: {folder}",
+            f"loaded SD 1.x (epsilon) from {folder}",
+            f"wrote single-file model: {back}",
+            format_inspection(inspect_file(tiny)),
+            "",
+        ]
+    )
+
+
+def test_the_dropped_messages_are_exactly_the_listed_ones(caplog):
+    import logging
+
+    from lorakit.utils.quiet import quiet_third_party
+
+    quiet_third_party()
+    quiet_third_party()  # twice: still one filter per message
+    kernels = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    assert len(kernels.filters) == 1
+    cast = logging.getLogger("diffusers.models.modeling_utils")
+    # (the command line sets diffusers' level to ERROR; here each logger is set to WARNING itself)
+    with caplog.at_level(logging.WARNING, kernels.name), caplog.at_level(logging.WARNING, cast.name):
+        kernels.warning(
+            "Failed to load CPU gemm_4bit_forward from kernels-community: No module named 'kernels'"
+        )
+        kernels.warning("another bitsandbytes warning")
+        cast.warning(
+            "There are modules in UNet2DConditionModel that should be kept in float32: []. Casting ..."
+        )
+        cast.warning("There are modules in UNet2DConditionModel that should be kept in float32: ['norm']")
+    assert [r.getMessage() for r in caplog.records] == [
+        "another bitsandbytes warning",
+        "There are modules in UNet2DConditionModel that should be kept in float32: ['norm']",
+    ]

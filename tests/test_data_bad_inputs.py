@@ -129,7 +129,7 @@ def test_each_bad_input_gives_the_expected_message(corpus):
     has(probs, p["exif"], "rotated upright as its EXIF orientation says", "note")
     has(probs, p["dangling"], "symbolic link to a missing file (does-not-exist.png)")
     has(probs, p["no_repeats"], "Rename it to '10_sks_dog'")
-    has(probs, p["txt_captions"], 'set caption_extension = ".txt"', "warning")
+    has(probs, p["txt_captions"], 'set caption_extension = ".txt"')
     has(probs, p["empty_reg"], "regularization folder has no images")
 
     # the good images are there, the broken ones are not
@@ -151,6 +151,7 @@ def test_each_bad_input_gives_the_expected_message(corpus):
         "latin1_caption",
         "symlink_loop",
         "no_repeats",
+        "txt_captions",
         "empty_reg",
     ):
         assert str(p[key]) in text, key

@@ -6,7 +6,8 @@ from collections import Counter
 import pytest
 from datagen import noise_image, write
 
-from lorakit.data import build_datasets, config_from_dict
+from lorakit.cli.main import main
+from lorakit.data import build_datasets, config_from_dict, config_from_folders
 from lorakit.data.captions import (
     CaptionError,
     caption_path,
@@ -14,7 +15,9 @@ from lorakit.data.captions import (
     process_caption,
     read_caption_file,
 )
+from lorakit.data.check import check_dataset
 from lorakit.data.config import SubsetConfig
+from lorakit.errors import DatasetError
 
 TAGS = "a, b, c, d, e, f, g, h"
 
@@ -199,3 +202,69 @@ def test_dataset_captions_are_reproducible_per_epoch_and_vary_across_epochs(tmp_
     assert e1 == [g2.caption(ref, 0) for ref in g2.epoch_batches(1)]
     assert e1 != [g1.caption(ref, 0) for ref in g1.epoch_batches(2)]
     assert all(c.startswith("a, ") for c in e1)
+
+
+# ---- captions under another extension than caption_extension -------------------------------
+
+
+def txt_folder(root, images=3, name="5_sks dog"):
+    """A kohya tree whose captions are .txt files, as most taggers write them."""
+    folder = root / "train" / name
+    for i in range(images):
+        noise_image(folder / f"{i}.png", (64, 64), i)
+        write(folder / f"{i}.txt", f"sks dog, photo {i}")
+    return root / "train"
+
+
+def test_captions_under_another_extension_stop_training_and_name_the_fix(tmp_path, capsys):
+    train = txt_folder(tmp_path)
+    config = config_from_folders(train, options={"resolution": 64})  # caption_extension: sd-scripts' .caption
+    with pytest.raises(DatasetError) as stop:
+        build_datasets(config)
+    text = str(stop.value)
+    assert "3 of 3 image(s) have no .caption caption file but a .txt file beside them (e.g. 0.txt)" in text
+    assert "would train on the class tokens 'sks dog' alone" in text
+    assert 'set caption_extension = ".txt"' in text and "ignore_other_captions = true" in text
+    # lorakit dataset check says the same and fails; with the extension set it is ready
+    assert main(["dataset", "check", str(train), "--resolution", "64"]) == 1
+    assert 'set caption_extension = ".txt"' in capsys.readouterr().out
+    assert main(["dataset", "check", str(train), "--resolution", "64", "--caption_extension", ".txt"]) == 0
+    assert "captions: 3 from .txt files" in capsys.readouterr().out
+    plan = check_dataset(train, options={"resolution": 64, "caption_extension": ".txt"})
+    assert plan.datasets[0].subsets[0].captions == Counter({"file": 3})
+
+
+def test_ignore_other_captions_trains_on_the_class_tokens_on_purpose(tmp_path, capsys):
+    train = txt_folder(tmp_path)
+    config = config_from_folders(train, options={"resolution": 64, "ignore_other_captions": True})
+    group = build_datasets(config)
+    assert {r.caption for _, _, r in group.records()} == {"sks dog"}
+    assert main(["dataset", "check", str(train), "--resolution", "64", "--ignore_other_captions"]) == 0
+    assert "3 without a caption file (class tokens 'sks dog' used)" in capsys.readouterr().out
+
+
+def test_a_few_captions_under_another_extension_are_named_for_renaming(tmp_path):
+    train = txt_folder(tmp_path)
+    folder = train / "5_sks dog"
+    (folder / "2.txt").rename(folder / "2.caption")  # one tagger run wrote .caption
+    config = config_from_folders(train, options={"resolution": 64, "caption_extension": ".txt"})
+    problems = build_datasets(config, strict=False).problems
+    (message,) = [p.message for p in problems.errors]
+    assert message.startswith("1 of 3 image(s) have no .txt caption file but a .caption file beside them")
+    assert "give them .txt names like the other 2 caption(s) of this folder, e.g. 2.txt" in message
+
+
+def test_caption_files_without_an_image_are_a_warning(tmp_path, capsys):
+    train = txt_folder(tmp_path)
+    folder = train / "5_sks dog"
+    write(folder / "deleted.txt", "sks dog, the picture was deleted")
+    noise_image(folder / "face_12_34_56_78.png", (64, 64), 9)  # a face-crop name: its caption is face.txt
+    write(folder / "face.txt", "sks dog, face")
+    config = config_from_folders(train, options={"resolution": 64, "caption_extension": ".txt"})
+    problems = build_datasets(config).problems  # a warning: training goes on
+    (warning,) = [p for p in problems.warnings if p.path == folder]
+    assert warning.message.startswith(
+        "1 caption file(s) have no image of their name beside them: deleted.txt."
+    )
+    assert main(["dataset", "check", str(train), "--resolution", "64", "--caption_extension", ".txt"]) == 0
+    assert "deleted.txt" in capsys.readouterr().out

@@ -1,5 +1,6 @@
 """The three dataset tools through `lorakit.cli.main.main`: dataset check, prep resize, tags."""
 
+import io
 import json
 import math
 
@@ -86,6 +87,9 @@ def test_prep_resize(tmp_path, capsys):
     write(src / "10_a" / "big.txt", "caption of big")
     write(src / "10_a" / "big_0512x0512_sd.npz", b"old cache")
     write(src / "10_a" / "broken.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    write(src / "10_a" / "broken.txt", "caption of an image that cannot be read")
+    write(src / "10_a" / "gone.txt", "caption of an image deleted long ago")
+    write(src / "10_a" / "notes.md", "not a caption: copied")
     before = snapshot(src)
     dst = tmp_path / "out"
     code = main(["prep", "resize", str(src), str(dst), "--max", "512x512", "--divisible", "64"])
@@ -104,6 +108,15 @@ def test_prep_resize(tmp_path, capsys):
     assert (dst / "10_a" / "big.txt").read_text() == "caption of big"
     assert not (dst / "10_a" / "big_0512x0512_sd.npz").exists()
     assert "1000x600 -> 640x384" in out
+    # a caption goes only with its image: no orphans in the new folder
+    assert not (dst / "10_a" / "broken.txt").exists() and not (dst / "10_a" / "gone.txt").exists()
+    assert f"skipped {src / '10_a' / 'broken.txt'}: caption not copied: its image could not be read" in out
+    assert f"skipped {src / '10_a' / 'gone.txt'}: caption not copied: no image has its name" in out
+    assert (dst / "10_a" / "notes.md").exists()
+    # a crop that cuts away more than 20% of a side is reported, with the alternative: 100 -> 64 = 36%
+    assert f"cropped {src / '10_a' / 'small.jpg'}: 36% of its width cut away (100 -> 64 px)" in out
+    assert "--pad COLOUR keeps the whole picture" in out
+    assert "alpha.png: " not in out.split("cropped", 1)[1]  # 300 -> 256 is 15%: not reported
     assert snapshot(src) == before  # the source is never touched
     # the crop is centred: compare with an independent PIL computation
     expected = Image.open(src / "10_a" / "big.png").convert("RGB").resize((w, h), Image.Resampling.BOX)
@@ -116,6 +129,18 @@ def test_prep_resize(tmp_path, capsys):
     assert "already exist" in capsys.readouterr().err
     assert main(["prep", "resize", str(src), str(dst), "--overwrite", "--format", "png"]) == 1
     assert (dst / "10_a" / "small.png").exists()
+    # --pad letterboxes instead: 100x70 -> 128x128 with the picture in the middle, nothing cut
+    padded = tmp_path / "padded"
+    capsys.readouterr()
+    assert main(["prep", "resize", str(src), str(padded), "--pad", "#102030"]) == 1
+    assert "cropped" not in capsys.readouterr().out
+    expected = Image.new("RGB", (128, 128), (16, 32, 48))
+    expected.paste(Image.open(src / "10_a" / "small.jpg").convert("RGB"), (14, 29))  # (128-100)/2, (128-70)/2
+    buffer = io.BytesIO()
+    expected.save(buffer, format="JPEG", quality=95)
+    small = Image.open(padded / "10_a" / "small.jpg")
+    assert small.size == (128, 128)
+    np.testing.assert_array_equal(np.asarray(small), np.asarray(Image.open(buffer)))
     # a destination inside the source is refused
     assert main(["prep", "resize", str(src), str(src / "out")]) == 2
     assert "inside the source folder" in capsys.readouterr().err

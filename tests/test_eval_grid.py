@@ -40,11 +40,17 @@ def ink(image: Image.Image, box) -> int:
 def test_epoch_by_weight_grid(tiny_checkpoints, run_dir, tmp_path):
     builds = generate_module.pipeline_builds
     generator = Generator(load_model(tiny_checkpoints["sd1"]))
+    drawn = []
+    real_call = Generator.__call__
+    generator.__class__ = type(
+        "Counting", (Generator,), {"__call__": lambda g, s: drawn.append(s) or real_call(g, s)}
+    )
     x = parse_axis("weight=0, 0.5, 1, 1.5")
     y = parse_axis("lora=*.safetensors", run_dir)
     base = GenerationSettings(prompt="a cat", sampler="Euler", steps=2, seed=-1, width=CELL, height=CELL)
     result = run_grid(generator, base, x, y, out=tmp_path / "grid")
     assert generate_module.pipeline_builds == builds + 1
+    assert len(drawn) == 3 * 3 + 1  # weight 0 is the base model: drawn once, not once per epoch
 
     # epochs in order, the final save (no number) last
     assert y.labels == ["mylora-000001", "mylora-000002", "mylora"]
@@ -81,6 +87,14 @@ def test_epoch_by_weight_grid(tiny_checkpoints, run_dir, tmp_path):
 
     for box in result.layout.column_label_boxes.values():
         assert ink(grid, box) > 0
+    # the prompt is written across the top, above the column labels
+    caption = result.layout.caption_box
+    assert caption is not None and ink(grid, caption) > 0
+    assert caption[3] <= min(box[1] for box in result.layout.column_label_boxes.values())
+    cells = [[[c.image.image for c in result.cells[:4]]]]
+    with_caption, layout = draw_grid(cells, x.labels, ["e1"], caption="prompt: a cat")
+    plain, _ = draw_grid(cells, x.labels, ["e1"])
+    assert with_caption.size[1] - plain.size[1] == layout.caption_box[3] > 0
     for box in result.layout.row_label_boxes.values():
         assert ink(grid, box) > 0
     summary = json.loads((tmp_path / "grid" / "grid.json").read_text(encoding="utf-8"))
@@ -207,6 +221,37 @@ def test_grid_run_picks_epochs_prints_losses_and_loads_once(
     assert first.prompt == "a cat, masterpiece <lora:mylora-000001:0.5>"
     grid = Image.open(run / "grid" / "grid.png")
     assert grid.size[1] > 3 * CELL and grid.size[0] > 2 * CELL
+
+
+def test_grid_run_makes_one_grid_per_prompt_with_weights_from_0(tiny_checkpoints, run_dir, tmp_path, capsys):
+    """The same grids as the quickstart's: per sample prompt, epochs x weights 0 / 0.5 / 1, each
+    grid captioned with its prompt."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for f in run_dir.iterdir():
+        (run / f.name).write_bytes(f.read_bytes())
+    prompts = ["a cat --d 5 --s 2 --w 32 --h 32", "a dog --d 6 --s 2 --w 32 --h 32"]
+    record = {
+        "base_model": str(tiny_checkpoints["sd1"]),
+        "sample_prompts": prompts,
+        "sample_sampler": "euler",
+    }
+    record["epochs"] = [
+        {"epoch": 1, "file": "mylora-000001.safetensors"},
+        {"epoch": 2, "file": "mylora.safetensors"},
+    ]
+    (run / "run.json").write_text(json.dumps(record), encoding="utf-8")
+    assert main(["grid", "--run", str(run)]) == 0
+    out = capsys.readouterr().out
+    for i, prompt in enumerate(["a cat", "a dog"], 1):
+        folder = run / "grid" / f"prompt-{i:02d}"
+        assert f"{folder / 'grid.png'}  (" in out
+        summary = json.loads((folder / "grid.json").read_text(encoding="utf-8"))
+        assert summary["axes"]["x"]["labels"] == ["0", "0.5", "1"]
+        assert summary["axes"]["y"]["labels"] == ["epoch 1", "epoch 2"]
+        assert (
+            read_parameters(folder / summary["cells"][0]["file"]).prompt == f"{prompt} <lora:mylora-000001:0>"
+        )
 
 
 def test_grid_run_errors(tmp_path, capsys):

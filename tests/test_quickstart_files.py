@@ -89,6 +89,10 @@ def test_the_shipped_template_is_a_valid_training_config(tmp_path):
     assert config.network_module == "networks.lora" and config.save_every_n_epochs == 1
     assert config.sample_prompts and config.cache_latents
     assert config.sample_every_n_epochs == 1 and config.sample_at_first
+    # what a copy for one's own pictures needs: the captions' extension, a state to resume from,
+    # and the TensorBoard logs the README describes
+    assert config.caption_extension == ".txt" and config.origin["caption_extension"] == str(path)
+    assert config.save_state and config.log_with == "tensorboard"
 
 
 @pytest.mark.parametrize("algorithm", list(ALGORITHMS))
@@ -123,3 +127,50 @@ def test_a_broken_demo_picture_stops_the_quickstart_before_training(tmp_path, mo
     with pytest.raises(QuickstartError, match="the demo dataset .*dataset.toml has errors"):
         run.run_quickstart(tmp_path / "qs")
     assert "00.png" in capsys.readouterr().out  # the dataset report names the file
+
+
+def test_readme_help_and_results_give_one_measured_quickstart_time(capsys):
+    import re
+    from pathlib import Path
+
+    from lorakit.cli.main import main
+    from lorakit.quickstart.run import MEASURED_TIME
+
+    root = Path(__file__).resolve().parents[1]
+    results = (root / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
+    section = results.split("## The quickstart, end to end", 1)[1]
+    row = next(line for line in section.splitlines() if line.startswith("| 20"))
+    runs = [float(x) for x in re.findall(r"\| (\d+\.\d) s", row)]
+    assert MEASURED_TIME == f"{round(min(runs))}-{round(max(runs))} s"  # the runs of the table
+    assert f"({MEASURED_TIME} measured" in (root / "README.md").read_text(encoding="utf-8")
+    with pytest.raises(SystemExit):
+        main(["quickstart", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"{MEASURED_TIME} on a 2-core CPU" in text and "minutes" not in text
+    assert main([]) == 1
+    assert f"({MEASURED_TIME} on a 2-core CPU)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_the_summary_names_files_relative_to_the_folder_the_user_gave(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from lorakit.quickstart.run import QuickstartResult, summary
+
+    monkeypatch.chdir(tmp_path)
+    out = Path("lorakit-quickstart")  # as `lorakit quickstart` gets it: relative
+    output = out.resolve() / "output"  # the config's paths are absolute
+    result = QuickstartResult(
+        out=out, config=out / "lorakit-quickstart.toml", dataset=out / "dataset",
+        lora=output / "ohwx-magenta.safetensors", epoch_files=[output / "ohwx-magenta-000001.safetensors"],
+        previews=[output / "sample" / "ohwx-magenta_e000000_strip.png"],
+        grids=[output / "grid" / f"prompt-0{i}" / "grid.png" for i in (1, 2)], loss_plot=output / "ohwx-magenta-loss.png",
+        record=output / "run.json", seconds=80, epochs=1,
+        concept={"trigger, LoRA 1.0": 1.0, "trigger, LoRA 0": 0.0, "no trigger, LoRA 1.0": 0.0},
+        controls=[("red circle, gray background", "red", "red")],
+    )  # fmt: skip
+    text = summary(result, 16)
+    assert str(tmp_path) not in text
+    for row in ("output/ohwx-magenta.safetensors", "output/grid/prompt-NN/grid.png", "output/run.json"):
+        assert f"\n  {row} " in text
+    assert "tensorboard --logdir lorakit-quickstart/output/logs" in text
+    assert "'red circle, gray background': red before training, red after epoch 1 (unchanged)" in text

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lorakit.models.load import load_model
-from lorakit.quickstart import shapes
+from lorakit.quickstart import demo, shapes
 from lorakit.quickstart.run import (
     ALGORITHMS,
     concept_check,
@@ -86,18 +86,30 @@ def test_quickstart_teaches_a_lora_the_new_colour_and_writes_what_it_promises(tm
     epochs = sorted(p.name for p in out.glob("ohwx-magenta-0*.safetensors"))
     assert epochs == [f"ohwx-magenta-{e:06d}.safetensors" for e in (1, 2, 3)]
     assert result.lora == out / "ohwx-magenta.safetensors" and result.lora.exists()
-    for png in [result.grid, result.loss_plot, *result.previews]:
+    for png in [*result.grids, result.loss_plot, *result.previews]:
         assert png.read_bytes()[:4] == b"\x89PNG", png
     # previews before training (the base model alone), then after each epoch
     assert [p.name for p in result.previews] == [f"ohwx-magenta_e{e:06d}_strip.png" for e in range(5)]
-    assert result.grid == out / "grid" / "grid.png"
-    grid = json.loads((out / "grid" / "grid.json").read_text())
+    # one grid per sample prompt, as 'lorakit grid --run' makes them
+    prompts = len(demo.SAMPLE_PROMPTS.strip().splitlines()) - 2  # two comment lines
+    assert result.grids == [out / "grid" / f"prompt-{i:02d}" / "grid.png" for i in range(1, prompts + 1)]
+    grid = json.loads((out / "grid" / "prompt-01" / "grid.json").read_text())
     assert grid["axes"]["x"]["labels"] == ["0", "0.5", "1"] and len(grid["axes"]["y"]["labels"]) == 4
     record = json.loads(result.record.read_text())
     assert record["status"] == "finished" and len(record["epochs"]) == 4
+    assert record["dataset"]["captions"] == {"file": 2 * demo.IMAGES}
+    # the controls show what they name before training and after it: the LoRA left them alone
+    assert result.controls == [(demo.control_prompt(c, s, b), c, c) for c, s, b, _ in demo.CONTROLS]
     printed = capsys.readouterr().out
-    for name in ("grid/grid.png", "ohwx-magenta-loss.png", "run.json", "lorakit-quickstart.toml", "sample/"):
+    for name in (
+        "grid/prompt-NN/grid.png",
+        "ohwx-magenta-loss.png",
+        "run.json",
+        "lorakit-quickstart.toml",
+        "sample/",
+    ):
         assert name in printed
+    assert "'red circle, gray background': red before training, red after epoch 4 (unchanged)" in printed
 
 
 @pytest.mark.parametrize("algorithm", [a for a in ALGORITHMS if a != "lora"])

@@ -28,11 +28,20 @@ def test_merge_resize_extract_from_the_command_line(tiny_checkpoints, tmp_path, 
     )
     out = capsys.readouterr().out
     assert "merged a:0.5: " in out and "streamed tensor by tensor" in out and merged.exists()
+    # inspect says what a merged file was made from
+    assert read_file(merged)[1]["modelspec.merged_from"] == "tiny-sd1, a:0.5"
+    assert main(["inspect", str(merged)]) == 0
+    assert "merged from: tiny-sd1, a:0.5 (modelspec.merged_from)" in capsys.readouterr().out.splitlines()
 
     ab = tmp_path / "ab.safetensors"
     args = ["merge", "--lora", f"{a}:0.6", "--lora", f"{b}:0.4", "--new-rank", "8", "--out", str(ab)]
     assert main(args) == 0
     assert "svd merge of 2 LoRAs" in capsys.readouterr().out
+    assert main(["inspect", str(ab)]) == 0
+    assert (
+        f"merged from: {read_file(ab)[1]['modelspec.merged_from']} (modelspec.merged_from)"
+        in capsys.readouterr().out
+    )
     da, db, dab = file_deltas(a), file_deltas(b), file_deltas(ab)
     assert all(torch.allclose(dab[n], 0.6 * da[n] + 0.4 * db[n], atol=1e-4) for n in da)
 

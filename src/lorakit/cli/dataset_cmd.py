@@ -19,6 +19,13 @@ def add_dataset_options(p: argparse.ArgumentParser) -> None:
         metavar="EXT",
         help="Extension of the caption files, like .txt. Default: .caption (as in sd-scripts).",
     )
+    g.add_argument(
+        "--ignore_other_captions",
+        action="store_true",
+        default=None,
+        help="Images without a caption file of that extension use their class tokens even when a caption "
+        "with another extension (.txt, .caption, .tags) lies beside them (otherwise an error).",
+    )
     g.add_argument("--enable_bucket", action="store_true", default=None, help="Group images by aspect ratio.")
     g.add_argument("--min_bucket_reso", type=int, metavar="N", help="Smallest bucket side. Default: 256.")
     g.add_argument("--max_bucket_reso", type=int, metavar="N", help="Largest bucket side. Default: 1024.")
@@ -45,6 +52,7 @@ OPTION_NAMES = {
     "resolution": "resolution",
     "train_batch_size": "batch_size",
     "caption_extension": "caption_extension",
+    "ignore_other_captions": "ignore_other_captions",
     "enable_bucket": "enable_bucket",
     "min_bucket_reso": "min_bucket_reso",
     "max_bucket_reso": "max_bucket_reso",

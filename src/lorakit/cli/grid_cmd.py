@@ -28,8 +28,9 @@ def register(sub) -> None:
         "--run",
         dest="run_dir",
         metavar="OUTPUT_DIR",
-        help="A training output folder: grid of its saved epochs (rows) x LoRA weights (columns), "
-        "using run.json there for the model, sample prompts and validation losses.",
+        help="A training output folder: one grid per sample prompt of its saved epochs (rows) x LoRA "
+        "weights 0, 0.5, 1 (columns; 0 is the base model), using run.json there for the model, sample prompts "
+        "and validation losses. --x/--y replace the weight/epoch axes.",
     )
     add_model_options(p)
     add_generation_options(p, batch=False)
@@ -52,7 +53,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import LorakitError
     from ..evaluation.generate import BLANK_ADVICE, open_generator, settings_for_prompt
-    from ..evaluation.grid import parse_axis, run_axes, run_grid
+    from ..evaluation.grid import grids, parse_axis, run_axes
     from ..evaluation.prompts import load_prompts
     from ..runs import load_run, loss_table
 
@@ -97,19 +98,8 @@ def run(args: argparse.Namespace) -> int:
     lora_dir = args.lora_dir or lora_base
     requests = [settings_for_prompt(spec, defaults, lora_dir) for spec in specs]
     generator = open_generator(args.model, args.vae, args.v_parameterization, args.device, args.precision)
-    for i, request in enumerate(requests):
-        folder = out if len(requests) == 1 else out / f"prompt-{i + 1:02d}"
-        result = run_grid(
-            generator,
-            request,
-            x,
-            y,
-            z,
-            out=folder,
-            default_weight=args.weight,
-            row_label_suffixes=suffixes,
-            font_size=args.font_size,
-        )
+    options = dict(default_weight=args.weight, row_label_suffixes=suffixes, font_size=args.font_size)
+    for result in grids(generator, requests, x, y, z, out, **options):
         print(f"{result.path}  ({result.image.size[0]}x{result.image.size[1]}, {len(result.cells)} cells)")
         blank = [c for c in result.cells if c.image is not None and c.image.problem]
         for cell in blank:

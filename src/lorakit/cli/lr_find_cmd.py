@@ -15,7 +15,8 @@ def register(sub) -> None:
         description="Runs your training config for a few hundred steps with an optimizer that finds its own "
         "step size (D-Adaptation or Prodigy) at learning rate 1 and a constant schedule, plots the step size it "
         "settles on, and prints unet_lr / text_encoder_lr to use with AdamW (that value) and Lion (a third of it). "
-        "Nothing is saved except the plot.",
+        "If the loss diverges in that run, it says so and suggests nothing. The run happens in a temporary "
+        "folder: the only file written is the plot, OUTPUT_DIR/OUTPUT_NAME-lr-find.png.",
     )
     p.add_argument("config", help="Your training config (TOML).")
     p.add_argument(
@@ -38,13 +39,24 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, overrides(args))
     result = find_lr(config, steps=args.steps, optimizer=args.optimizer, quiet=args.quiet)
-    print(
-        f"{args.optimizer} settled at a step size (d x lr) of {result.settled:.2e} after {len(result.dlr)} steps."
-    )
-    print("Suggested settings:")
-    print(f"  AdamW / AdamW8bit: unet_lr = {result.adamw:.2e}, text_encoder_lr = {result.adamw:.2e}")
-    print(f"  Lion:              unet_lr = {result.lion:.2e}, text_encoder_lr = {result.lion:.2e}")
-    print("Many users then lower text_encoder_lr to a half or a tenth of unet_lr.")
+    if result.diverged:
+        print(
+            f"{args.optimizer} diverged: {result.diverged}. The step size it reached "
+            f"({result.dlr[-1] if result.dlr else float('nan'):.2e}) is too large for this model and data, "
+            "so no learning rate is suggested."
+        )
+        print(
+            "What to try: --optimizer Prodigy --optimizer_args d_coef=0.5 (a more cautious step size), "
+            "or a smaller network_alpha; then run lr-find again."
+        )
+    else:
+        print(
+            f"{args.optimizer} settled at a step size (d x lr) of {result.settled:.2e} after {len(result.dlr)} steps."
+        )
+        print("Suggested settings:")
+        print(f"  AdamW / AdamW8bit: unet_lr = {result.adamw:.2e}, text_encoder_lr = {result.adamw:.2e}")
+        print(f"  Lion:              unet_lr = {result.lion:.2e}, text_encoder_lr = {result.lion:.2e}")
+        print("Many users then lower text_encoder_lr to a half or a tenth of unet_lr.")
     if result.plot:
         print(f"plot: {result.plot}")
-    return 0
+    return 1 if result.diverged else 0

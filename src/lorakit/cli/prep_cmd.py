@@ -19,8 +19,9 @@ def register(sub) -> None:
         help="Shrink images to a maximum size and crop them to multiples of 64, into a new folder.",
         description="Copy a folder of images into a new folder, shrinking every image whose area is larger "
         "than --max (the shape is kept) and cutting each side down to a multiple of --divisible "
-        "(centre crop). Small images are never enlarged. File names stay the same, subfolders (like "
-        "10_name) are kept, and caption files and other files are copied beside the images.",
+        "(centre crop; --pad letterboxes instead). Small images are never enlarged. File names stay the same, "
+        "subfolders (like 10_name) are kept, and caption files and other files are copied beside the images; "
+        "a caption only with its image. Each crop that cuts away more than 20% of a side is listed.",
     )
     r.add_argument("src", metavar="SRC", help="Folder with the original images.")
     r.add_argument("dst", metavar="DST", help="New folder for the resized images (must be outside SRC).")
@@ -53,6 +54,12 @@ def register(sub) -> None:
         metavar="COLOUR",
         help="Colour put behind transparent parts when saving as JPEG. Default: white.",
     )
+    r.add_argument(
+        "--pad",
+        metavar="COLOUR",
+        help="Instead of cropping to multiples of --divisible, pad each side up to the next multiple with "
+        "this colour (white, black, gray, #rrggbb): nothing is cut away.",
+    )
     r.add_argument("--overwrite", action="store_true", help="Replace files that already exist in DST.")
     r.set_defaults(run=run_resize)
     p.set_defaults(run=lambda args: (p.print_help(), 1)[1])
@@ -63,10 +70,13 @@ def run_resize(args: argparse.Namespace) -> int:
     from ..data.schema import KEYS
     from ..errors import DatasetError
 
-    try:
-        background = KEYS["alpha_background"].parse(args.background)
-    except ValueError as e:
-        raise DatasetError(f"--background {e}") from None
+    colours = {}
+    for name in ("background", "pad"):
+        value = getattr(args, name)
+        try:
+            colours[name] = KEYS["alpha_background"].parse(value) if value is not None else None
+        except ValueError as e:
+            raise DatasetError(f"--{name} {e}") from None
     result = resize_folder(
         args.src,
         args.dst,
@@ -74,8 +84,9 @@ def run_resize(args: argparse.Namespace) -> int:
         divisible=args.divisible,
         interpolation=args.interpolation,
         fmt=args.format,
-        background=background,
+        background=colours["background"],
         overwrite=args.overwrite,
+        pad=colours["pad"],
     )
     shrunk = sum(1 for _, _, old, new in result.resized if old != new)
     print(
@@ -86,6 +97,10 @@ def run_resize(args: argparse.Namespace) -> int:
         print(f"  {path}: {old[0]}x{old[1]} -> {new[0]}x{new[1]}")
     if len(changed) > SHOW_FILES:
         print(f"  ... and {len(changed) - SHOW_FILES} more")
+    for path, what in result.cropped:
+        print(f"  cropped {path}: {what}")
+    if result.cropped:
+        print("  (--pad COLOUR keeps the whole picture: the sides are padded to a multiple of --divisible)")
     for path, why in result.skipped:
         print(f"  skipped {path}: {why}")
     for path, why in result.failed:

@@ -6,14 +6,16 @@ import argparse
 
 
 def register(sub) -> None:
-    from ..quickstart.run import ALGORITHMS
+    from ..quickstart.run import ALGORITHMS, MEASURED_TIME
 
     p = sub.add_parser(
         "quickstart",
-        help="Try the whole routine in about 2 minutes on any computer: a small built-in model learns a new colour.",
+        help=f"Try the whole routine on any computer ({MEASURED_TIME} on a 2-core CPU): a small built-in model "
+        "learns a new colour.",
         description="Train a LoRA end to end on the small model that comes with lorakit (no download, no GPU): "
         "make a demo dataset of 10 pictures, check it, train, save a LoRA per epoch, draw previews and an "
-        "epoch x weight grid, plot the loss, and measure whether the LoRA learned the new colour. At the end it "
+        "epoch x weight grid per preview prompt, plot the loss, and measure whether the LoRA learned the new "
+        f"colour; {MEASURED_TIME} on a 2-core CPU (measured, benchmarks/RESULTS.md). At the end it "
         "prints where each file is and what to look at. The training settings file it writes is the template "
         "for your own LoRA on a real model.",
     )

@@ -25,9 +25,10 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
     for section in SECTIONS:
         group = parser.add_argument_group(_SECTION_TITLES[section])
         for option in (o for o in OPTIONS if o.section == section):
+            default = f" (default: {option.default})" if option.default not in (None, [], False) else ""
             kwargs = {
-                "help": option.help
-                + (f" (default: {option.default})" if option.default not in (None, [], False) else ""),
+                # argparse formats help with %: a plain "20%" must be written "20%%"
+                "help": (option.help + default).replace("%", "%%"),
                 "default": None,
             }
             if option.kind == "bool":

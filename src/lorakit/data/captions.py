@@ -49,18 +49,41 @@ def read_caption_file(path: Path) -> str:
     return "\n".join(line for line in lines if line)
 
 
-def caption_path(image: Path, extension: str) -> Path | None:
-    """The caption file of an image, as sd-scripts finds it: `name.ext`, or for face-crop file
-    names `name_cx_cy_w_h.png` also `name.ext`."""
-    ext = extension if extension.startswith(".") else "." + extension
-    candidates = [image.with_name(image.stem + ext)]
+def caption_stems(image: Path) -> list[str]:
+    """The names (without extension) a caption of `image` may have, as sd-scripts looks for them:
+    the image's own, and for face-crop file names `name_cx_cy_w_h.png` also `name`."""
     tokens = image.stem.split("_")
-    if len(tokens) >= 5:
-        candidates.append(image.with_name("_".join(tokens[:-4]) + ext))
+    return [image.stem] + (["_".join(tokens[:-4])] if len(tokens) >= 5 else [])
+
+
+def caption_path(image: Path, extension: str) -> Path | None:
+    """The caption file of an image, as sd-scripts finds it (see `caption_stems`)."""
+    ext = extension if extension.startswith(".") else "." + extension
+    candidates = [image.with_name(stem + ext) for stem in caption_stems(image)]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
     return None
+
+
+# Caption extensions that tools write (sd-scripts' default .caption, WD14 taggers' .txt, ...):
+# a caption under one of them beside an image is the user's caption, whatever extension is set.
+COMMON_CAPTION_EXTENSIONS = (".txt", ".caption", ".cap", ".tags")
+
+
+def other_caption_files(images, extension: str) -> dict[str, list[Path]]:
+    """Common caption extension other than `extension` -> the images of `images` that have a
+    caption file under it beside them (and none under `extension`): captions that a wrong
+    caption_extension would silently leave out."""
+    ext = extension if extension.startswith(".") else "." + extension
+    found: dict[str, list[Path]] = {}
+    for image in images:
+        if caption_path(image, ext) is not None:
+            continue
+        for other in COMMON_CAPTION_EXTENSIONS:
+            if other != ext.lower() and caption_path(image, other) is not None:
+                found.setdefault(other, []).append(image)
+    return found
 
 
 def split_tags(text: str, separator: str = ",") -> list[str]:

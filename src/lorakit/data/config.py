@@ -49,6 +49,7 @@ class SubsetConfig:
     num_repeats: int = 1
     class_tokens: str | None = None
     caption_extension: str = ".caption"
+    ignore_other_captions: bool = False
     cache_info: bool = False
     shuffle_caption: bool = False
     keep_tokens: int = 0

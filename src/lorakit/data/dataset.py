@@ -174,6 +174,11 @@ class DatasetGroup:
     def num_reg_images(self) -> int:
         return sum(1 for _, _, r in self.records() if r.is_reg)
 
+    def caption_sources(self) -> dict[str, int]:
+        """Images per caption source ("file", "class_tokens", "metadata"), training and
+        regularization together: what run.json keeps to show the captions were read."""
+        return dict(sorted(Counter(r.caption_source for _, _, r in self.records()).items()))
+
     def fingerprint(self) -> str:
         h = hashlib.sha256()
         for ds in self.datasets:

@@ -1,9 +1,12 @@
-"""`lorakit prep resize`: shrink images to a maximum area and crop them to multiples of a step,
-into a new folder, with their caption files (and every other non-image file) copied beside them.
+"""`lorakit prep resize`: shrink images to a maximum area and crop them to multiples of a step
+(or pad them to it, `pad`), into a new folder, with their caption files and every other non-image
+file copied beside them. A caption is copied only with its image: one whose image could not be
+read, or that has none, would be an orphan in the new folder.
 
 Like sd-scripts' `tools/resize_images_to_resolution.py`, images are never enlarged; unlike it,
 file names are kept (so captions still match), EXIF rotation is applied, transparency is kept in
-PNG/WebP, and the source folder is never written to.
+PNG/WebP, a crop that cuts away much of a side is reported, and the source folder is never
+written to.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from PIL import Image, ImageOps
 from ..errors import DatasetError
 from ..utils.files import atomic_path
 from .buckets import PIL_FILTERS
+from .captions import COMMON_CAPTION_EXTENSIONS, caption_stems
 from .images import IMAGE_EXTENSIONS, ImageReadError, open_image, to_rgb_or_rgba
 
+CROP_REPORT = 0.2  # a crop that cuts more than this share of a side is reported (with --pad offered)
 _LATENT_CACHE = re.compile(r"_\d{4}x\d{4}_sd(xl)?\.npz$|_te_outputs\.npz$")
 _FORMATS = {"png": ("PNG", ".png"), "jpg": ("JPEG", ".jpg"), "webp": ("WEBP", ".webp")}
 _SUFFIX_FORMAT = {
@@ -40,6 +45,7 @@ class ResizeResult:
     copied: list[tuple[Path, Path]] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    cropped: list[tuple[Path, str]] = field(default_factory=list)  # crops above CROP_REPORT of a side
 
 
 def target_size(
@@ -96,8 +102,10 @@ def resize_folder(
     fmt: str | None = None,
     background: tuple[int, int, int] = (255, 255, 255),
     overwrite: bool = False,
+    pad: tuple[int, int, int] | None = None,
 ) -> ResizeResult:
-    """Resize every image under `src` into `dst` (same subfolders and names)."""
+    """Resize every image under `src` into `dst` (same subfolders and names). With `pad` (a
+    colour), sides are padded up to the next multiple of `divisible` instead of cropped."""
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise DatasetError(f"{src}: source folder not found.")
@@ -120,26 +128,43 @@ def resize_folder(
             f"{len(existing)} file(s) already exist in {dst} (e.g. {existing[0]}); "
             "choose an empty folder or add --overwrite."
         )
+    written: set[tuple[Path, str]] = set()  # (folder, caption name) of every image written
     for path, out, is_image in jobs:
         if not is_image:
-            try:
-                with atomic_path(out) as tmp:
-                    shutil.copy2(path, tmp)
-            except OSError as e:
-                result.failed.append((path, f"cannot be copied: {e.strerror or e}"))
-                continue
-            result.copied.append((path, out))
             continue
         try:
-            old, new = _resize_one(path, out, max_size, divisible, interpolation, background)
+            old, new, crop = _resize_one(path, out, max_size, divisible, interpolation, background, pad)
         except ImageReadError as e:
             result.failed.append((path, str(e)))
             continue
         result.resized.append((path, out, old, new))
+        written.update((path.parent, stem) for stem in caption_stems(path))
+        if crop:
+            result.cropped.append((path, crop))
+    unread = {(p.parent, stem) for p, _ in result.failed for stem in caption_stems(p)}
+    for path, out, is_image in jobs:
+        if is_image:
+            continue
+        if path.suffix.lower() in COMMON_CAPTION_EXTENSIONS and (path.parent, path.stem) not in written:
+            why = (
+                "its image could not be read"
+                if (path.parent, path.stem) in unread
+                else "no image has its name"
+            )
+            result.skipped.append((path, f"caption not copied: {why}"))
+            continue
+        try:
+            with atomic_path(out) as tmp:
+                shutil.copy2(path, tmp)
+        except OSError as e:
+            result.failed.append((path, f"cannot be copied: {e.strerror or e}"))
+            continue
+        result.copied.append((path, out))
     return result
 
 
-def _resize_one(path, out, max_size, divisible, interpolation, background):
+def _resize_one(path, out, max_size, divisible, interpolation, background, pad):
+    """Write one image; returns (old size, new size, what a large crop cut away or "")."""
     img = open_image(path)
     with img:
         try:
@@ -150,7 +175,7 @@ def _resize_one(path, out, max_size, divisible, interpolation, background):
             raise ImageReadError(f"image is truncated or damaged ({e})") from None
     size = img.size
     (sw, sh), (cw, ch) = target_size(size, max_size, divisible)
-    if cw < 1 or ch < 1:
+    if (cw < 1 or ch < 1) and pad is None:
         raise ImageReadError(f"{size[0]}x{size[1]} is smaller than --divisible {divisible}")
     if (sw, sh) != size:
         if interpolation is None:
@@ -158,8 +183,18 @@ def _resize_one(path, out, max_size, divisible, interpolation, background):
         else:
             resample = PIL_FILTERS[interpolation]
         img = img.resize((sw, sh), resample)
-    left, top = (sw - cw) // 2, (sh - ch) // 2
-    img = img.crop((left, top, left + cw, top + ch))
+    crop = ""
+    if pad is not None:
+        img = _letterbox(img, divisible, pad)
+    else:
+        left, top = (sw - cw) // 2, (sh - ch) // 2
+        img = img.crop((left, top, left + cw, top + ch))
+        cuts = [(1 - cw / sw, "width", sw, cw), (1 - ch / sh, "height", sh, ch)]
+        crop = "; ".join(
+            f"{share:.0%} of its {side} cut away ({a} -> {b} px)"
+            for share, side, a, b in cuts
+            if share > CROP_REPORT
+        )
     fmt = _SUFFIX_FORMAT[out.suffix.lower()]
     if img.mode == "RGBA" and fmt in ("JPEG", "BMP"):
         base = Image.new("RGBA", img.size, (*background, 255))
@@ -169,7 +204,16 @@ def _resize_one(path, out, max_size, divisible, interpolation, background):
         kwargs["quality"] = 95
     with atomic_path(out) as tmp:
         img.save(tmp, format=fmt, **kwargs)
-    return size, (cw, ch)
+    return size, img.size, crop
+
+
+def _letterbox(img: Image.Image, divisible: int, colour: tuple[int, int, int]) -> Image.Image:
+    """The image centred on a `colour` canvas whose sides are the next multiples of `divisible`."""
+    w, h = img.size
+    size = (-(-w // divisible) * divisible, -(-h // divisible) * divisible)
+    canvas = Image.new(img.mode, size, (*colour, 255) if img.mode == "RGBA" else colour)
+    canvas.paste(img, ((size[0] - w) // 2, (size[1] - h) // 2))
+    return canvas
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -15,7 +15,16 @@ from pathlib import Path
 
 from .augment import face_box
 from .buckets import BucketChoice, BucketSelector
-from .captions import CaptionError, caption_path, load_metadata, metadata_caption, read_caption_file
+from .captions import (
+    COMMON_CAPTION_EXTENSIONS,
+    CaptionError,
+    caption_path,
+    caption_stems,
+    load_metadata,
+    metadata_caption,
+    other_caption_files,
+    read_caption_file,
+)
 from .config import SubsetConfig
 from .discover import list_images
 from .images import IMAGE_EXTENSIONS, ImageInfo, ImageReadError, probe_image
@@ -26,7 +35,6 @@ from .problems import Problems
 # more than CROP_ERROR of it is an error, more than CROP_WARN a warning.
 UPSCALE_ERROR, UPSCALE_WARN = 8.0, 2.0
 CROP_ERROR, CROP_WARN = 0.75, 0.4
-OTHER_CAPTION_EXTENSIONS = (".txt", ".caption", ".cap", ".tags")
 
 
 @dataclass
@@ -95,32 +103,63 @@ def _dreambooth_images(
     out = [(img, *_caption_for(img, subset, problems)) for img in images]
     missing = [img for img, _, source, _ in out if source == "class_tokens"]
     if missing:
-        _report_missing_captions(subset, missing, problems)
+        _report_missing_captions(subset, missing, len(images), problems)
+    _report_orphan_captions(subset, images, problems)
     return out
 
 
-def _report_missing_captions(subset: SubsetConfig, missing: list[Path], problems: Problems) -> None:
-    ext = subset.caption_extension
-    others = {}
-    for e in OTHER_CAPTION_EXTENSIONS:
-        if e != ext:
-            n = sum(1 for img in missing if img.with_name(img.stem + e).is_file())
-            if n:
-                others[e] = n
-    if others:
-        e, n = max(others.items(), key=lambda kv: kv[1])
+def _report_orphan_captions(subset: SubsetConfig, images: list[Path], problems: Problems) -> None:
+    """Caption files that no image in the folder owns (its image was deleted, renamed, or left
+    out by a tool): never used, and easy to mistake for a trained picture. A folder without any
+    image gets its own error instead."""
+    if not images:
+        return
+    extensions = {e.lower() for e in (*COMMON_CAPTION_EXTENSIONS, subset.caption_extension)}
+    owned = {stem for image in images for stem in caption_stems(image)}
+    orphans = [
+        entry.name
+        for entry in sorted(subset.image_dir.iterdir(), key=lambda p: p.name)
+        if entry.suffix.lower() in extensions and not entry.name.startswith(".")
+        and entry.is_file() and entry.stem not in owned
+    ]  # fmt: skip
+    if orphans:
+        names = ", ".join(orphans[:5]) + (f" and {len(orphans) - 5} more" if len(orphans) > 5 else "")
         problems.warning(
             subset.image_dir,
-            f"{len(missing)} image(s) have no {ext} file, but {n} have a {e} file beside them: "
-            f'set caption_extension = "{e}" (sd-scripts\' default is .caption).',
+            f"{len(orphans)} caption file(s) have no image of their name beside them: {names}. They are not "
+            "used; delete them, or bring their images back.",
         )
+
+
+def _report_missing_captions(
+    subset: SubsetConfig, missing: list[Path], total: int, problems: Problems
+) -> None:
+    """Images without a caption file. Those with a caption under another common extension stop
+    training (sd-scripts would train them on the class tokens alone, without a word), unless the
+    subset says ignore_other_captions = true."""
+    ext = subset.caption_extension
+    others = other_caption_files(missing, ext)
+    if others and not subset.ignore_other_captions:
+        e, found = max(others.items(), key=lambda kv: len(kv[1]))
+        if len(missing) == total:
+            fix = f'set caption_extension = "{e}" (sd-scripts\' default is .caption; on the command line --caption_extension {e})'
+        else:
+            fix = f"give them {ext} names like the other {total - len(missing)} caption(s) of this folder, e.g. {found[0].stem}{ext}"
+        tokens = f"the class tokens '{subset.class_tokens}'" if subset.class_tokens else "no caption"
+        problems.error(
+            subset.image_dir,
+            f"{len(found)} of {total} image(s) have no {ext} caption file but a {e} file beside them "
+            f"(e.g. {found[0].stem}{e}), so they would train on {tokens} alone: {fix}. To train them on "
+            "the class tokens on purpose, set ignore_other_captions = true.",
+        )
+        return
     if subset.class_tokens is None:
         problems.error(
             subset.image_dir,
             f"{len(missing)} image(s) have no caption file ({ext}) and the subset has no class_tokens: "
             "add caption files or set class_tokens.",
         )
-    elif not others:
+    else:
         problems.note(
             subset.image_dir,
             f"{len(missing)} image(s) have no {ext} file; they use the class tokens "

@@ -168,6 +168,12 @@ KEYS: dict[str, Key] = {
         _str, A, "File extension of caption files (sd-scripts default .caption; many datasets use .txt).",
         "caption_extension",
     ),
+    "ignore_other_captions": _k(
+        _bool, A,
+        "Train images without a caption_extension file on their class tokens even when a caption "
+        "under another extension (.txt, .caption, .tags) lies beside them; otherwise that stops training.",
+        "ignore_other_captions", "bool",
+    ),
     "cache_info": _k(_bool, A, "sd-scripts: cache image sizes; lorakit reads them from the image headers."),
     "shuffle_caption": _k(_bool, A, "Shuffle the tags of each caption every time it is used.", "shuffle_caption", "bool"),
     "keep_tokens": _k(

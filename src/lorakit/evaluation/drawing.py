@@ -1,8 +1,10 @@
-"""Composing cell images into one labelled grid PNG, like A1111's X/Y/Z plot.
+"""Composing cell images into one labelled grid PNG, like A1111's X/Y/Z plot, and a strip of
+pictures side by side (training previews).
 
-Column labels above, row labels on the left, the X and Y axis titles outside them, and for a Z
-axis one such grid per value, side by side, each with its title. Labels wrap (by word, or by
-character for CJK text, which has no spaces) to fit their cell.
+A caption on top (the prompt, so a grid explains itself when shared), column labels above, row
+labels on the left, the X and Y axis titles outside them, and for a Z axis one such grid per
+value, side by side, each with its title. Labels wrap (by word, or by character for CJK text,
+which has no spaces) to fit their cell.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class GridLayout:
     column_label_boxes: dict[tuple[int, int], tuple[int, int, int, int]] = field(default_factory=dict)
     row_label_boxes: dict[tuple[int, int], tuple[int, int, int, int]] = field(default_factory=dict)
     font_size: int = 0
+    caption_box: tuple[int, int, int, int] | None = None
 
 
 def enlargement(width: int, height: int) -> int:
@@ -82,6 +85,18 @@ def _draw_lines(draw, box, lines, font, fill, align="center"):
         y += height
 
 
+def _caption_block(caption: str, font, width: int, pad: int) -> tuple[list[str], int]:
+    """The caption's lines across `width`, and the height they take (0 without a caption)."""
+    lines = wrap(caption, font, width - 2 * pad) if caption else []
+    return lines, (_line_height(font) * len(lines) + 2 * pad if lines else 0)
+
+
+def _draw_caption(draw, layout: GridLayout, lines: list[str], height: int, font, pad: int) -> None:
+    if lines:
+        layout.caption_box = (pad, 0, layout.size[0] - pad, height)
+        _draw_lines(draw, layout.caption_box, lines, font, INK, align="left")
+
+
 def draw_grid(
     cells: list[list[list[Image.Image]]],
     x_labels: list[str],
@@ -91,9 +106,11 @@ def draw_grid(
     y_title: str = "",
     z_title: str = "",
     font_size: int | None = None,
+    caption: str = "",
 ) -> tuple[Image.Image, GridLayout]:
     """cells[z][y][x] -> one image. All cells have the size of the first one; cells smaller than
-    MIN_CELL are enlarged by a whole factor (nearest pixel), so labels fit and pixels stay sharp."""
+    MIN_CELL are enlarged by a whole factor (nearest pixel), so labels fit and pixels stay sharp.
+    `caption` (the prompt) is written across the top."""
     cell_w, cell_h = cells[0][0][0].size
     scale = enlargement(cell_w, cell_h)
     cell_w, cell_h = cell_w * scale, cell_h * scale
@@ -116,21 +133,23 @@ def draw_grid(
     gap = 2 * pad if nz > 1 else 0
 
     left = y_title_w + label_w
-    top = z_title_h + x_title_h + label_h
     block_w = left + nx * cell_w
     width = nz * block_w + (nz - 1) * gap
+    caption_lines, caption_h = _caption_block(caption, font, width, pad)
+    top = caption_h + z_title_h + x_title_h + label_h
     height = top + ny * cell_h
     canvas = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     layout = GridLayout(size=(width, height), cell_size=(cell_w, cell_h), font_size=size)
+    _draw_caption(draw, layout, caption_lines, caption_h, font, pad)
 
     for z in range(nz):
         x0 = z * (block_w + gap)
         if z_title_h:
             label = f"{z_title}: {z_labels[z]}" if z_title else z_labels[z]
-            _draw_lines(draw, (x0, 0, x0 + block_w, z_title_h), [label], title_font, INK)
+            _draw_lines(draw, (x0, caption_h, x0 + block_w, caption_h + z_title_h), [label], title_font, INK)
         if x_title_h:
-            box = (x0 + left, z_title_h, x0 + block_w, z_title_h + x_title_h)
+            box = (x0 + left, caption_h + z_title_h, x0 + block_w, caption_h + z_title_h + x_title_h)
             _draw_lines(draw, box, [x_title], title_font, TITLE_INK)
         if y_title_w:
             _draw_vertical(canvas, y_title, title_font, (x0, top, x0 + y_title_w, height))
@@ -151,6 +170,38 @@ def draw_grid(
                     image = image.resize((cell_w, cell_h), Image.Resampling.NEAREST)
                 canvas.paste(image.convert("RGB"), position)
                 layout.cells[(z, y, x)] = position
+    return canvas, layout
+
+
+def draw_strip(
+    images: list[Image.Image], labels: list[str], caption: str = "", font_size: int | None = None
+) -> tuple[Image.Image, GridLayout]:
+    """Pictures side by side, each under its label (its prompt), the caption (what the strip is:
+    the run and epoch) on top. Pictures may differ in size; those under MIN_CELL are enlarged by
+    one whole factor, as in the grids, so every picture keeps its proportions."""
+    scale = max(enlargement(*i.size) for i in images)
+    images = [i.resize((i.width * scale, i.height * scale), Image.Resampling.NEAREST) for i in images]
+    size = font_size or max(12, (images[0].width + images[0].height) // 25)
+    font = label_font(size)
+    line, pad = _line_height(font), max(4, size // 3)
+    width = sum(i.width for i in images) + pad * (len(images) - 1)
+    caption_lines, caption_h = _caption_block(caption, font, width, pad)
+    label_lines = [wrap(label, font, image.width - pad) for label, image in zip(labels, images)]
+    label_h = line * max((len(lines) for lines in label_lines), default=0) + 2 * pad if any(labels) else 0
+    top = caption_h + label_h
+    canvas = Image.new("RGB", (width, top + max(i.height for i in images)), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    layout = GridLayout(size=canvas.size, cell_size=images[0].size, font_size=size)
+    _draw_caption(draw, layout, caption_lines, caption_h, font, pad)
+    x = 0
+    for index, (image, lines) in enumerate(zip(images, label_lines)):
+        if label_h:
+            box = (x, caption_h, x + image.width, top)
+            _draw_lines(draw, box, lines, font, INK)
+            layout.column_label_boxes[(0, index)] = box
+        canvas.paste(image.convert("RGB"), (x, top))
+        layout.cells[(0, 0, index)] = (x, top)
+        x += image.width + pad
     return canvas, layout
 
 

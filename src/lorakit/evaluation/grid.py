@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
+from tqdm.auto import tqdm
 
 from ..errors import LorakitError
 from ..runs import RunRecord, epoch_of, sort_by_epoch
@@ -37,7 +38,9 @@ from .samplers import find_sampler
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RUN_WEIGHTS = (0.4, 0.6, 0.8, 1.0)
+# The weights of a run's best-epoch grid (`lorakit grid --run` and the quickstart): 0 is the base
+# model alone, for comparison; 0.5 and 1 show how the LoRA's effect grows.
+RUN_WEIGHTS = (0.0, 0.5, 1.0)
 
 
 class GridError(LorakitError):
@@ -283,9 +286,12 @@ def run_grid(
     default_weight: float = 1.0,
     row_label_suffixes: list[str] | None = None,
     font_size: int | None = None,
+    caption: str | None = None,
 ) -> GridResult:
     """Generate every cell with one generator (one pipeline, base weights loaded once) and draw
-    the grid. With `out`, writes grid.png, the cell images (cells/) and grid.json there."""
+    the grid, captioned with its prompt unless `caption` says otherwise. With `out`, writes
+    grid.png, the cell images (cells/) and grid.json there. Cells whose LoRAs are all at weight 0
+    show the base model: it is drawn once and shared (merging at 0 changes no weight)."""
     check_axes(base, [x, y, z])
     if base.batch != 1:
         raise GridError("a grid makes one image per cell; leave batch at 1.")
@@ -306,9 +312,16 @@ def run_grid(
     order = sorted(
         cells, key=lambda c: tuple((str(r.path), r.weight, r.unet, str(r.blocks)) for r in c.settings.loras)
     )
-    for n, cell in enumerate(order, 1):
-        log.info("cell %d/%d: %s", n, len(cells), _describe(cell, x, y, z))
-        cell.image = generator(cell.settings)[0]
+    drawn: dict[str, GeneratedImage] = {}
+    for n, cell in enumerate(tqdm(order, desc="cells", leave=False, dynamic_ncols=True), 1):
+        log.debug("cell %d/%d: %s", n, len(cells), _describe(cell, x, y, z))
+        key = repr(replace(cell.settings, loras=[r for r in cell.settings.loras if not _off(r)]))
+        if key in drawn:
+            same = drawn[key]
+            parameters = generator.parameters(generator.resolve(cell.settings), same.seed)
+            cell.image = GeneratedImage(same.image, same.seed, parameters)
+        else:
+            cell.image = drawn[key] = generator(cell.settings)[0]
     generator.close()
 
     labels = [a.labels if a is not None else [""] for a in (x, y, z)]
@@ -329,11 +342,58 @@ def run_grid(
         y.title if y is not None else "",
         z.title if z is not None else "",
         font_size=font_size,
+        caption=prompt_caption(base) if caption is None else caption,
     )
     result = GridResult(image, layout, cells, axes={"x": x, "y": y, "z": z})
     if out is not None:
         save_grid(result, Path(out))
     return result
+
+
+def _off(lora: LoraRef) -> bool:
+    """A LoRA at weight 0 for the text encoder and the U-Net: it changes nothing."""
+    return lora.weight == 0 and (lora.unet_weight is None or lora.unet_weight == 0)
+
+
+def prompt_caption(s: GenerationSettings) -> str:
+    """What a grid shows, written on it: the prompt (and negative prompt)."""
+    return f"prompt: {s.prompt}" + (f"\nnegative: {s.negative_prompt}" if s.negative_prompt else "")
+
+
+def grids(
+    generator: Generator,
+    requests: list[GenerationSettings],
+    x: Axis | None,
+    y: Axis | None,
+    z: Axis | None,
+    out: Path,
+    **options,
+) -> list[GridResult]:
+    """One grid per request (prompt), in `out` for a single prompt, else in out/prompt-01/ ...;
+    `options` go to `run_grid`. The generator stays loaded between them."""
+    results = []
+    for i, request in enumerate(requests):
+        folder = out if len(requests) == 1 else out / f"prompt-{i + 1:02d}"
+        if len(requests) > 1:
+            log.info("grid %d/%d: %s -> %s", i + 1, len(requests), request.prompt, folder)
+        results.append(run_grid(generator, request, x, y, z, out=folder, **options))
+    return results
+
+
+def best_epoch_grids(
+    generator: Generator,
+    record: RunRecord,
+    requests: list[GenerationSettings],
+    out: Path,
+    weights=RUN_WEIGHTS,
+    font_size: int | None = None,
+) -> list[GridResult]:
+    """The grids of a finished run (`lorakit grid --run`, the quickstart): per sample prompt, its
+    saved epochs (rows, with validation losses) x LoRA weights (columns, 0 = the base model)."""
+    weight_axis, epochs, suffixes = run_axes(record, weights)
+    return grids(
+        generator, requests, weight_axis, epochs, None, out, row_label_suffixes=suffixes, font_size=font_size
+    )
 
 
 def _describe(cell: Cell, *axes) -> str:
@@ -391,7 +451,7 @@ def save_grid(result: GridResult, out: Path) -> Path:
 # ---- best epoch from a training run ---------------------------------------------------------
 
 
-def run_axes(record: RunRecord, weights=DEFAULT_RUN_WEIGHTS) -> tuple[Axis, Axis, list[str]]:
+def run_axes(record: RunRecord, weights=RUN_WEIGHTS) -> tuple[Axis, Axis, list[str]]:
     """The default best-epoch grid of a run: weights across, epochs down, each row labelled with
     its validation loss (the lowest marked)."""
     files = [e.file for e in record.epochs]

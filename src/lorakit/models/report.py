@@ -67,6 +67,7 @@ def checkpoint_report(path: Path, v_parameterization: bool | None = None) -> dic
         "precision": dtypes.most_common(1)[0][0] if dtypes else "none",
         "parameters": counts,
         "ema_tensors_skipped": ema,
+        "merged_from": file.metadata.get("modelspec.merged_from", ""),
         **a1111_hashes(path),
     }
 
@@ -106,6 +107,8 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     lines += [f"  {name:<15} {_millions(n)}" for name, n in report["parameters"].items()]
     lines.append(f"  {'total':<15} {_millions(sum(report['parameters'].values()))}")
+    if report.get("merged_from"):
+        lines.append(f"merged from: {report['merged_from']} (modelspec.merged_from)")
     if report.get("ema_tensors_skipped"):
         lines.append(
             f"EMA copy:    {report['ema_tensors_skipped']} tensors (not loaded; the main weights are used)"

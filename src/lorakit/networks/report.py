@@ -234,6 +234,7 @@ def network_report(path: Path) -> dict[str, Any]:
         "family": network.family.label if network.family else "unknown",
         "base_model_version": meta.get("ss_base_model_version", ""),
         "title": meta.get("modelspec.title", ""),
+        "merged_from": meta.get("modelspec.merged_from", ""),
         "modules": {part: s["modules"] for part, s in summary.items()},
         "parts": summary,
         "blocks": per_block,
@@ -262,6 +263,8 @@ def format_network_report(report: dict[str, Any]) -> str:
     ]
     if report.get("title"):
         lines.append(f"title:       {report['title']}")
+    if report.get("merged_from"):
+        lines.append(f"merged from: {report['merged_from']} (modelspec.merged_from)")
     lines.append(f"precision:   {report['precision']}")
     lines.append("modules:")
     for part, s in report["parts"].items():

@@ -64,14 +64,25 @@ def reg_pictures() -> list[tuple[shapes.Picture, str]]:
     return out
 
 
+# Control prompts: no trigger word, in colours next to magenta on the colour wheel (red and
+# blue), where a LoRA that leaks would show first. Each is one the base model draws right at its
+# preview seed (tests/test_quickstart_score.py checks it with the concept score), so its preview
+# before training shows what must stay the same. (colour, shape, background, seed)
+CONTROLS = (("red", "circle", "gray", 1), ("blue", "square", "white", 2))
+
+
+def control_prompt(colour: str, shape: str, background: str) -> str:
+    return f"{colour} {shape}, {background} background"
+
+
 # sd-scripts prompt-file syntax: the prompt, then --n negative prompt, --d seed, --l guidance
 # scale (CFG), --s sampling steps, --w/--h size.
 SAMPLE_PROMPTS = f"""# Preview prompts (sd-scripts syntax): --d seed, --l guidance scale, --s steps.
 {TRIGGER}, circle, white background --d 1 --l 5 --s 12
 {TRIGGER}, triangle, gray background --d 2 --l 5 --s 12
 {TRIGGER}, square, black background --d 3 --l 5 --s 12
-red circle, white background --d 1 --l 5 --s 12
-"""
+# controls, without the trigger word: these should look the same before and after training
+""" + "".join(f"{control_prompt(c, s, b)} --d {seed} --l 5 --s 12\n" for c, s, b, seed in CONTROLS)
 
 
 REG_CAPTION_DROPOUT = 0.3

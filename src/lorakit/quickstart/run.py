@@ -1,7 +1,8 @@
 """`lorakit quickstart`: the whole LoRA routine on the embedded tiny model, in minutes on a CPU.
 
-    demo dataset -> dataset check -> training (a file and previews per epoch, a loss plot)
-    -> epoch x weight grid -> a measured concept check
+    demo dataset -> dataset check -> training (a file, a state and previews per epoch, a loss
+    plot) -> an epoch x weight grid per preview prompt -> a measured concept check, and the
+    control previews read back
 
 The training settings are `example.toml`, the same file a user copies for a real model; only
 its paths are filled in here.
@@ -17,24 +18,27 @@ from importlib import resources
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from ..data.check import check_dataset, format_plan, format_problems
 from ..errors import LorakitError
 from ..evaluation.generate import GenerationSettings, Generator, settings_for_prompt
-from ..evaluation.grid import run_axes, run_grid
+from ..evaluation.grid import best_epoch_grids
 from ..evaluation.prompts import load_prompts
 from ..models.load import load_model
-from ..runs import load_run
+from ..runs import RunFolder, load_run
 from ..training.config import load_config, toml_value
 from ..training.recipe import train
 from ..training.setup import dataset_options
 from . import demo, shapes
 from .sample import generate
-from .score import share_showing
+from .score import read_image, share_showing
 
 MODEL_FILE = "lorakit-tiny.safetensors"
 TEMPLATE = "example.toml"
-GRID_WEIGHTS = (0.0, 0.5, 1.0)
+# The one measured figure of a whole quickstart on a 2-core CPU (benchmarks/RESULTS.md, made with
+# benchmarks/quickstart_time.py); `lorakit quickstart --help` and the README give the same.
+MEASURED_TIME = "71-82 s"
 
 # The four network kinds of the concept tests. LoHa and LoKr (Hadamard and Kronecker products)
 # start from smaller updates: with the same learning rate they take 8 epochs where LoRA takes 4
@@ -129,6 +133,20 @@ def plain_prompts() -> list[str]:
     ]
 
 
+def control_colours(folder: RunFolder, prompts, last_epoch: int) -> list[tuple[str, str | None, str | None]]:
+    """(prompt, colour before training, colour after the last epoch) of each control preview
+    (a sample prompt without the trigger word), as the concept score reads the very pictures in
+    sample/: the check of "the LoRA leaves other prompts alone" that a user looks at."""
+    out = []
+    for index, spec in enumerate(prompts):
+        if demo.TRIGGER in spec.prompt:
+            continue
+        files = (folder.sample_file(label, index) for label in ("e000000", f"e{last_epoch:06d}"))
+        colours = [read_image(Image.open(p)).colour if p.exists() else None for p in files]
+        out.append((spec.prompt, *colours))
+    return out
+
+
 # -- the routine ------------------------------------------------------------------------------
 
 
@@ -140,11 +158,13 @@ class QuickstartResult:
     lora: Path
     epoch_files: list[Path]
     previews: list[Path]
-    grid: Path
+    grids: list[Path]  # one per sample prompt
     loss_plot: Path
     record: Path
     seconds: float
     concept: dict[str, float] = field(default_factory=dict)
+    controls: list[tuple[str, str | None, str | None]] = field(default_factory=list)  # prompt, before, after
+    epochs: int = 0
 
 
 def quickstart_config(out: Path, algorithm: str = "lora", **changes) -> Path:
@@ -196,21 +216,17 @@ def run_quickstart(
     say(f"2/4 training, with previews of the sample prompts after each epoch: {config_path}")
     result = train(config, quiet=quiet)
 
-    say("3/4 grid: saved epochs (rows) x LoRA weight (columns), as 'lorakit grid --run' makes it")
+    say(
+        "3/4 grids: saved epochs (rows) x LoRA weight (columns) per preview prompt, as 'lorakit grid --run' makes them"
+    )
     # a fresh copy of the base model (the trained network stays out of it), in float32
     model = load_model(config.pretrained_model_name_or_path, dtype=torch.float32)
     record = load_run(result.output_dir)
-    weights, epochs, suffixes = run_axes(record, GRID_WEIGHTS)
     defaults = GenerationSettings(prompt="", sampler=record.sample_sampler or "ddim")
-    request = settings_for_prompt(load_prompts(config.sample_prompts)[0], defaults)
-    grid = run_grid(
-        Generator(model, model_name=Path(config.pretrained_model_name_or_path).stem),
-        request,
-        weights,
-        epochs,
-        out=result.output_dir / "grid",
-        row_label_suffixes=suffixes,
-    ).path
+    prompts = load_prompts(config.sample_prompts)
+    requests = [settings_for_prompt(spec, defaults) for spec in prompts]
+    generator = Generator(model, model_name=Path(config.pretrained_model_name_or_path).stem)
+    grids = [g.path for g in best_epoch_grids(generator, record, requests, result.output_dir / "grid")]
 
     say(f"4/4 concept check: how often the pictures are {demo.CONCEPT}")
     concept = concept_check(model, result.final_file, concept_seeds)
@@ -221,24 +237,28 @@ def run_quickstart(
         lora=result.final_file,
         epoch_files=[*result.epoch_files, result.final_file],
         previews=[p for p in result.samples if p.name.endswith("_strip.png")],
-        grid=grid,
+        grids=grids,
         loss_plot=result.loss_plot,
         record=result.record,
         seconds=time.time() - began,
         concept=concept,
+        controls=control_colours(RunFolder(result.output_dir, config.output_name), prompts, result.epochs),
+        epochs=result.epochs,
     )
     say(summary(outcome, concept_seeds))
     return outcome
 
 
 def summary(r: QuickstartResult, seeds: int) -> str:
-    def rel(path: Path) -> str:
+    def rel(path: Path) -> str:  # the output paths are absolute, `r.out` as the user gave it
         try:
-            return str(path.relative_to(r.out))
+            return str(path.resolve().relative_to(r.out.resolve()))
         except ValueError:
             return str(path)
 
     first_epoch, last_epoch = r.epoch_files[0], r.epoch_files[-1]
+    output = r.lora.parent
+    grids = f"{rel(r.grids[0].parent.parent)}/prompt-NN/grid.png" if len(r.grids) > 1 else rel(r.grids[0])
     rows = [
         (
             rel(r.dataset / "train") + "/",
@@ -249,27 +269,51 @@ def summary(r: QuickstartResult, seeds: int) -> str:
         (f"{rel(first_epoch.parent)}/", f"one LoRA per epoch ({first_epoch.name} ... {last_epoch.name})"),
         (
             rel(r.previews[0].parent) + "/",
-            "previews: the sample prompts before training (e000000) and after each epoch",
+            "previews: the sample prompts before training (e000000) and after each epoch; *_strip.png side by side",
         ),
-        (rel(r.grid), "epochs (rows) x LoRA weight (columns): pick the epoch and weight that look right"),
-        (rel(r.loss_plot), "the loss per step: it is noisy by nature; look at the trend, not the wiggles"),
+        (
+            grids,
+            "per preview prompt: epochs (rows) x LoRA weight 0 / 0.5 / 1 (columns); pick what looks right",
+        ),
+        (
+            rel(r.loss_plot),
+            "the loss per step, epochs marked: noisy by nature; look at the trend, not the wiggles",
+        ),
+        (
+            rel(output / "logs") + "/",
+            f"the same in TensorBoard: tensorboard --logdir {r.out / rel(output / 'logs')}",
+        ),
         (rel(r.record), "everything about the run (settings, losses, files), read by 'lorakit grid --run'"),
     ]
     width = max(len(a) for a, _ in rows)
     lines = [f"done in {r.seconds:.0f} s. Files in {r.out}:"]
     lines += [f"  {a:<{width}}  {b}" for a, b in rows]
     c = r.concept
+    checks = [
+        (f"'{demo.TRIGGER}' prompts with the LoRA at 1.0:", c["trigger, LoRA 1.0"], "should be high"),
+        (f"'{demo.TRIGGER}' prompts without the LoRA:", c["trigger, LoRA 0"], "should be near 0"),
+        ("other colours' prompts with the LoRA:", c["no trigger, LoRA 1.0"], "should be near 0"),
+    ]
+    label = max(len(a) for a, _, _ in checks)
     lines += [
         "",
-        f"What to look at: the {demo.CONCEPT} colour is new to the base model. In the previews and the grid it",
+        f"What to look at: the {demo.CONCEPT} colour is new to the base model. In the previews and the grids it",
         f"should appear with the trigger word '{demo.TRIGGER}' and the LoRA, grow with the weight, and not appear",
-        "at weight 0 or in the last preview prompt (a red circle, no trigger word).",
+        "at weight 0 or in the control previews (the last ones, without the trigger word).",
         f"Measured on {seeds} pictures each (a picture counts when most of its shape is {demo.CONCEPT}):",
-        f"  '{demo.TRIGGER}' prompts with the LoRA at 1.0:   {c['trigger, LoRA 1.0']:4.0%} {demo.CONCEPT} (should be high)",
-        f"  '{demo.TRIGGER}' prompts without the LoRA:       {c['trigger, LoRA 0']:4.0%} {demo.CONCEPT} (should be near 0)",
-        f"  other colours' prompts with the LoRA:  {c['no trigger, LoRA 1.0']:4.0%} {demo.CONCEPT} (should be near 0)",
+    ]
+    lines += [f"  {a:<{label}} {share:4.0%} {demo.CONCEPT} ({b})" for a, share, b in checks]
+    if r.controls:
+        lines.append("The control previews, as the score reads them (their colour should not change):")
+        epoch = f"after epoch {r.epochs}"
+        for prompt, before, after in r.controls:
+            verdict = "unchanged" if before == after else "CHANGED"
+            lines.append(
+                f"  '{prompt}': {before or 'no clear colour'} before training, {after or 'no clear colour'} {epoch} ({verdict})"
+            )
+    lines += [
         "",
-        f"Next: train your own LoRA. Copy {rel(r.config)}, change the model path, folder and resolution",
-        "(see the comments at its top), and run: lorakit train my-config.toml",
+        f"Next: train your own LoRA. Copy {rel(r.config)}, change the model path, folder, caption extension",
+        "and resolution (see the comments at its top), and run: lorakit train my-config.toml",
     ]
     return "\n".join(lines)

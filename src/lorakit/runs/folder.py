@@ -7,6 +7,7 @@ sd-scripts' names, so a folder made by either tool reads the same:
     NAME-step00000500.safetensors    after step 500
     NAME-000003-state/ NAME-step00000500-state/ NAME-state/   training states (resume)
     NAME-config.toml  NAME-loss.png  run.json  sample/  logs/
+    NAME-lr-find.png                 the plot of `lorakit lr-find` (its only file)
 
 The training loop writes through `RunFolder`; `lorakit grid --run`, the quickstart and the web UI
 read through it, so a name changed here changes for all of them.
@@ -96,6 +97,11 @@ class RunFolder:
     @property
     def loss_plot(self) -> Path:
         return self.root / f"{self.name}-loss.png"
+
+    @property
+    def lr_find_plot(self) -> Path:
+        """`lorakit lr-find`'s plot, the only file it writes."""
+        return self.root / f"{self.name}-lr-find.png"
 
     @property
     def record(self) -> Path:

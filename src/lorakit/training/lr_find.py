@@ -4,14 +4,25 @@ it settles on (d·lr), then train AdamW at that rate or Lion at a third of it.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import statistics
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
+from ..runs import RunFolder
 from ..utils.files import atomic_path
 from .config import TrainConfig
 from .recipe import train
+from .watch import TrainingCollapsed
 
 FINDERS = ("DAdaptation", "DAdaptAdam", "Prodigy")
+# A run whose loss at the end is this many times its loss at the start has diverged: the step
+# size the optimizer settled on is too large to suggest (a learning run's loss falls or stays).
+DIVERGED_RATIO = 3.0
+MIN_JUDGED_STEPS = 20  # below this, per-step losses (random noise levels) are too noisy to judge
 
 
 @dataclass
@@ -20,6 +31,8 @@ class LrSuggestion:
     dlr: list[float]  # effective step size per step
     settled: float  # median over the last quarter of the steps
     plot: Path | None
+    losses: list[float] = field(default_factory=list)
+    diverged: str | None = None  # why the run gives no suggestion (None: it did not diverge)
 
     @property
     def adamw(self) -> float:
@@ -36,10 +49,28 @@ def settled_value(values: list[float]) -> float:
     return tail[middle] if len(tail) % 2 else (tail[middle - 1] + tail[middle]) / 2
 
 
-def find_lr(
-    config: TrainConfig, steps: int = 200, optimizer: str = "DAdaptation", quiet: bool = False
-) -> LrSuggestion:
-    for name, value in {
+def divergence(losses: list[float]) -> str | None:
+    """How the loss diverged, or None: the median loss of the last quarter of the steps against
+    that of the first quarter (medians, because one step's loss depends on its random noise level)."""
+    bad = next((i for i, loss in enumerate(losses) if not math.isfinite(loss)), None)
+    if bad is not None:
+        return f"the loss became {losses[bad]} at step {bad + 1}"
+    if len(losses) < MIN_JUDGED_STEPS:
+        return None
+    quarter = len(losses) // 4
+    start, end = statistics.median(losses[:quarter]), statistics.median(losses[-quarter:])
+    if end > DIVERGED_RATIO * start:
+        return (
+            f"the loss rose from {start:.4f} (median of the first {quarter} steps) to {end:.4f} "
+            f"(median of the last {quarter})"
+        )
+    return None
+
+
+def finder_config(config: TrainConfig, steps: int, optimizer: str, output_dir: Path) -> None:
+    """The config changed into a finder run: the self-tuning optimizer at lr 1 and a constant
+    schedule, in `output_dir`, with nothing saved, sampled, logged, resumed or cached to disk."""
+    changes = {
         "optimizer_type": optimizer,
         "learning_rate": 1.0,
         "unet_lr": 1.0,
@@ -50,23 +81,53 @@ def find_lr(
         "max_train_epochs": None,
         "save_every_n_epochs": None,
         "save_every_n_steps": None,
+        "save_state": False,
         "sample_every_n_epochs": None,
         "sample_every_n_steps": None,
         "sample_at_first": False,
         "log_with": "none",
-    }.items():
+        "resume": None,
+        "output_dir": str(output_dir),
+    }
+    if config.cache_latents_to_disk:
+        changes.update(cache_latents=True, cache_latents_to_disk=False)
+    if config.cache_text_encoder_outputs_to_disk:
+        changes.update(cache_text_encoder_outputs=True, cache_text_encoder_outputs_to_disk=False)
+    for name, value in changes.items():
         config.set(name, value, "lr-find")
-    out = Path(config.output_dir) / "lr-find"
-    config.set("output_dir", str(out), "lr-find")
-    seen_steps, seen = [], []
+
+
+def find_lr(
+    config: TrainConfig, steps: int = 200, optimizer: str = "DAdaptation", quiet: bool = False
+) -> LrSuggestion:
+    """Train `steps` steps with `optimizer` and return the step size it settled on. The run
+    happens in a temporary folder; the one file written is the plot, `RunFolder.lr_find_plot`
+    of the config's output folder."""
+    plot_path = RunFolder(Path(config.output_dir), config.output_name).lr_find_plot
+    seen_steps: list[int] = []
+    seen: list[float] = []
+    losses: list[float] = []
+    progress = tqdm(total=steps, desc="lr-find", dynamic_ncols=True, disable=quiet)
 
     def record(step, loss, lrs):
         seen_steps.append(step)
         seen.append(lrs[0])
+        losses.append(loss)
+        progress.update(1)
+        progress.set_postfix(loss=f"{loss:.4f}", step_size=f"{lrs[0]:.2e}")
 
-    train(config, quiet=quiet, on_step=record, save_files=False)
-    plot = _plot(seen_steps, seen, out / "lr-find.png")
-    return LrSuggestion(seen_steps, seen, settled_value(seen), plot)
+    collapsed = None
+    with tempfile.TemporaryDirectory(prefix="lorakit-lr-find-") as scratch:
+        finder_config(config, steps, optimizer, Path(scratch))
+        try:
+            train(config, quiet=True, on_step=record, save_files=False)
+        except TrainingCollapsed:
+            collapsed = f"the loss became NaN or infinite at step {len(losses) + 1}"
+        finally:
+            progress.close()
+    plot = _plot(seen_steps, seen, plot_path)
+    settled = settled_value(seen) if seen else math.nan
+    return LrSuggestion(seen_steps, seen, settled, plot, losses, collapsed or divergence(losses))
 
 
 def _plot(steps, values, path: Path) -> Path | None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..evaluation.drawing import enlargement
+from ..evaluation.drawing import draw_strip
 from ..evaluation.generate import GenerationSettings, Generator, settings_for_prompt
 from ..evaluation.prompts import load_prompts
 from ..utils.files import atomic_path
@@ -30,9 +30,10 @@ def load_preview_prompts(path: str | Path):
 
 
 def make_previews(
-    model, network, prompts, config, folder: Path, name: str, label: str
+    model, network, prompts, config, folder: Path, name: str, label: str, caption: str = ""
 ) -> tuple[list[Path], list[str]]:
-    """Write one PNG per prompt and a strip of all of them; return (files, warnings)."""
+    """Write one PNG per prompt and a strip of all of them, each under its prompt with `caption`
+    (the run and epoch) on top; return (files, warnings)."""
     states = (torch.get_rng_state(), np.random.get_state(), random.getstate())
     was_training = network.training
     network.eval()
@@ -66,24 +67,12 @@ def make_previews(
         random.setstate(states[2])
         network.train(was_training)
     if images:
-        files.append(_strip(images, folder / f"{name}_{label}_strip.png"))
+        strip, _ = draw_strip(images, [spec.prompt for spec in prompts], caption)
+        path = folder / f"{name}_{label}_strip.png"
+        with atomic_path(path) as tmp:
+            strip.save(tmp, format="PNG")
+        files.append(path)
     return files, warnings
-
-
-def _strip(images: list[Image.Image], path: Path) -> Path:
-    """The previews side by side; pictures under MIN_CELL pixels (tiny models) enlarged pixel
-    for pixel, as the grids draw them."""
-    scale = max(enlargement(*i.size) for i in images)
-    images = [i.resize((i.width * scale, i.height * scale), Image.Resampling.NEAREST) for i in images]
-    height = max(i.height for i in images)
-    strip = Image.new("RGB", (sum(i.width for i in images) + 4 * (len(images) - 1), height), "white")
-    x = 0
-    for image in images:
-        strip.paste(image, (x, 0))
-        x += image.width + 4
-    with atomic_path(path) as tmp:
-        strip.save(tmp, format="PNG")
-    return path
 
 
 @dataclass(frozen=True)
@@ -107,19 +96,16 @@ class Previews:
         self.prompts = load_preview_prompts(options.sample_prompts) if options.sample_prompts else []
         self.files: list[Path] = []
 
-    def draw(self, label: str, step: int) -> None:
+    def draw(self, label: str, step: int, when: str) -> None:
+        """The previews of `label` (file names); `when` ("after epoch 2") goes in the strip's caption."""
         if not self.prompts:
             self.events.warning("no previews: this run has no sample_prompts")
         elif self.runtime.is_main_process:
+            caption = f"{self.folder.name}: {when}"
             files, warnings = make_previews(
-                self.model,
-                self.network,
-                self.prompts,
-                self.options,
-                self.folder.samples,
-                self.folder.name,
-                label,
-            )
+                self.model, self.network, self.prompts, self.options, self.folder.samples, self.folder.name,
+                label, caption,
+            )  # fmt: skip
             self.files.extend(files)
             self.events.emit("sample", step=step, label=label, files=files)
             for warning in warnings:
@@ -130,16 +116,16 @@ class Previews:
 
     def at_start(self, step: int) -> None:
         if self.options.sample_at_first and step == 0:
-            self.draw("e000000", 0)
+            self.draw("e000000", 0, "before training (the base model alone)")
 
     def after_step(self, step: int) -> None:
         o = self.options
         if o.sample_every_n_steps and not o.sample_every_n_epochs and step % o.sample_every_n_steps == 0:
-            self.draw(f"{step:06d}", step)
+            self.draw(f"{step:06d}", step, f"after step {step}")
 
     def after_epoch(self, epoch: int, step: int, last: bool) -> None:
         o = self.options
         if not (o.sample_every_n_epochs or o.sample_every_n_steps):
             return
         if (o.sample_every_n_epochs and epoch % o.sample_every_n_epochs == 0) or last:
-            self.draw(f"e{epoch:06d}", step)
+            self.draw(f"e{epoch:06d}", step, f"after epoch {epoch} (step {step})")

@@ -310,7 +310,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
 
         # -- finish
         guard.finished()
-        plot = plot_losses(pos.losses, record.data["epochs"], folder.loss_plot) if writes else None
+        plot = plot_losses(pos.losses, record.data["epochs"], folder.loss_plot, folder.name) if writes else None
         final = folder.final_file
         end_record(
             record, "finished", pos, loss_plot=str(plot) if plot else None, final_file=str(final),
@@ -478,6 +478,7 @@ def start_record(
         dataset={
             "train_images": group.num_train_images,
             "reg_images": group.num_reg_images,
+            "captions": group.caption_sources(),
             "buckets": {f"{w}x{h}": n for (w, h), n in group.bucket_histogram().items()},
         },
         plan={

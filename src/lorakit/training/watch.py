@@ -108,10 +108,9 @@ class CollapseGuard:
         self.__dict__.update({k: v for k, v in state.items() if k in known})
 
 
-def plot_losses(losses: list[tuple[int, float]], epochs: list[dict], path: Path) -> Path | None:
-    """A PNG of the loss per step (raw and smoothed) with validation loss per epoch, if any."""
-    if not losses:
-        return None
+def loss_figure(losses: list[tuple[int, float]], epochs: list[dict], title: str = ""):
+    """The matplotlib figure of the loss per step (raw and smoothed), each epoch's end marked
+    and labelled, validation loss per epoch if any, and the run's name in the title."""
     import matplotlib  # imported when a plot is drawn: it adds a second to every start otherwise
 
     matplotlib.use("Agg")
@@ -125,16 +124,36 @@ def plot_losses(losses: list[tuple[int, float]], epochs: list[dict], path: Path)
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     ax.plot(steps, values, color="#9bbbe0", linewidth=0.8, label="loss per step")
     ax.plot(steps, smooth, color="#1f5fa8", linewidth=1.8, label="smoothed")
+    for e in epochs:
+        if e.get("step") is not None:
+            ax.axvline(e["step"], color="#888888", linestyle=":", linewidth=1.0)
+            ax.annotate(  # just above the plot: clear of the data and the legend
+                f"epoch {e['epoch']}", (e["step"], 1.0), xycoords=("data", "axes fraction"),
+                xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=8, color="#555555",
+            )  # fmt: skip
     val = [(e["step"], e["validation_loss"]) for e in epochs if e.get("validation_loss") is not None]
     if val:
         ax.plot(*zip(*val), "o-", color="#d0521b", label="validation loss (per epoch)")
-    ax.set_xlabel("step")
+    ax.set_title(f"{title}: loss per step" if title else "loss per step", pad=14 if epochs else 6)
+    ax.set_xlabel("step (dotted lines: end of each epoch)" if epochs else "step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    return fig
+
+
+def plot_losses(
+    losses: list[tuple[int, float]], epochs: list[dict], path: Path, title: str = ""
+) -> Path | None:
+    """`loss_figure` as a PNG (None when there are no losses)."""
+    if not losses:
+        return None
+    import matplotlib.pyplot as plt
+
+    fig = loss_figure(losses, epochs, title)
+    with atomic_path(path) as tmp:  # the title also as PNG text, for image viewers and tests
+        fig.savefig(tmp, format="png", metadata={"Title": fig.axes[0].get_title()})
     plt.close(fig)
     return path
 
