@@ -157,7 +157,7 @@ TERMS = set(
     AdamWScheduleFree DAdaptation Prodigy Lion CPU JSON Karras Huber Min-SNR SNR NaN PyTorch TensorBoard
     DEBUG INFO WARNING ERROR alpha dim token auto no none float area nearest lanczos bilinear bicubic
     constant cosine linear polynomial exponential snr huber ckpt pt safetensors tensorboard ddim ohwx
-    smiling v-pred --d --s""".split()
+    smiling v-pred --d --s BLIP GIT GPU Hugging Face""".split()
 )
 WORD = re.compile(r"[A-Za-z0-9_.\-/@:=+'|;\[\]{}]+")
 

@@ -1,7 +1,9 @@
 """The pages in a real Chromium, on the shipped tiny model, walked as a user walks the routine:
 a dataset from uploaded pictures, its check report, tag edits (captions on disk checked), a preset
 and the step count, a training watched live, the run in Runs, a second run, the comparison, the
-grid and "keep this epoch" (the file on disk checked), a tool job. Then every page in Chinese
+grid and "keep this epoch" (the file on disk checked), a tool job, an auto-tag job from the
+Datasets page (tags on disk and in the tag table). Then every page in Chinese (the auto-tag and
+caption forms too)
 with no English left, on a desktop and a phone-width screen; and 2,000 pictures in the editor.
 
 Screenshots of every page visited are written under each test's output folder (tmp_path/shots)."""
@@ -24,6 +26,7 @@ from browser_helpers import (
     untranslated,
 )
 from PIL import Image
+from tagging_helpers import constant_tagger
 from web_helpers import Server, kill_tree_of, wait_for
 
 from lorakit.quickstart import shapes
@@ -358,6 +361,26 @@ def test_the_routine_in_english(ui, tmp_path):
     assert "LoRA network" in page.inner_text("#tool-inspect pre.log")
     shot(page, "tools")
     check_accessibility(page, "tools")
+
+    # -- auto-tag from the Datasets page: the form queues `lorakit tag`; when the job is done,
+    # the new tag is in the files (kept tags, trigger word still first) and in the tag table
+    constant_tagger(ws / "models" / "tagger", [("magenta_shape", "general", 0.9), ("faint", "general", 0.1)])
+    tagged_before = captions(folder)
+    go(page, base, "datasets?open=datasets%2Fmagenta", "#auto-tag")
+    page.click("#auto-tag")
+    form = page.locator("#tag-dialog")
+    assert form.locator("[name=recursive]").is_checked()  # the pictures are in 2_shape
+    assert form.locator("[name=thresh]").input_value() == "0.35"  # the command's default
+    form.locator("[name=model]").fill("models/tagger")
+    form.locator("[name=always_first_tags]").fill("ohwx")
+    form.locator("[name=append_tags]").select_option("yes")
+    shot(page, "auto-tag-form")
+    page.click("#tag-submit")
+    page.wait_for_selector("#describe-status [data-state]")
+    assert not form.is_visible() and page.locator("#describe-status a[href='#/queue']").count() == 1
+    page.wait_for_selector('#tag-table tr[data-tag="magenta_shape"]', timeout=120_000)
+    assert captions(folder) == {k: v + ", magenta_shape" for k, v in tagged_before.items()}
+    assert "7" in page.inner_text('#tag-table tr[data-tag="magenta_shape"] td.count')
     assert errors == []
     browser.close()
     world["walked"] = True
@@ -399,6 +422,8 @@ def test_every_page_in_chinese_leaves_no_english(ui, tmp_path):
         ("datasets?open=datasets%2Fmagenta", "#pictures .picture", None),
         ("datasets?open=datasets%2Fmagenta", "#check-summary", "#tab-check"),
         ("datasets?open=datasets%2Fmagenta", "#bucket-table", "#tab-buckets"),
+        ("datasets?open=datasets%2Fmagenta", "#tag-dialog[open]", "#auto-tag"),
+        ("datasets?open=datasets%2Fmagenta", "#caption-dialog[open]", "#caption-pictures"),
         ("train?dataset=datasets%2Fmagenta", "#plan-total[data-steps]", "#apply-preset"),
         ("queue", "#jobs tr[data-job]", None),
         (f"monitor?job={job['id']}", "#banners .banner", None),
@@ -418,7 +443,7 @@ def test_every_page_in_chinese_leaves_no_english(ui, tmp_path):
                 page.click(action)
             page.wait_for_selector(ready, timeout=60_000)
             page.wait_for_timeout(400)
-            if route.startswith("train") and label == "desktop":
+            if (route.startswith("train") or "dialog" in ready) and label == "desktop":
                 page.evaluate(
                     "() => document.querySelectorAll('details').forEach((d) => (d.open = true))"
                 )  # every option's help

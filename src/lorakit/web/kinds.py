@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.tagging import FLORENCE_TASKS
+from ..data.tagging.models import known_model
 from ..training.config import TrainConfig, load_config, read_toml, toml_value
 from .errors import Refused, WebError
-from .security import resolve_user_path
+from .security import location_of, resolve_user_path
 from .workspace import Workspace
 
 # Training options that hold paths (checked against the roots; "auto" is not a path for resume).
@@ -39,8 +41,10 @@ CONFIG_PATHS = (
 CONFIG_PATH_LISTS = ("base_weights",)
 SUBSET_PATHS = ("image_dir", "metadata_file", "conditioning_data_dir")
 
-# Option types: path (an existing file or folder), out (a file or folder to write), lora
-# (FILE[:WEIGHT[:BLOCKS]], repeatable), text, int, float, flag (true/false), axis (grid axes).
+# Option types: path (an existing file or folder), folder (an existing folder), out (a file or
+# folder to write), lora (FILE[:WEIGHT[:BLOCKS]], repeatable), model (a tagger or captioner: a
+# folder inside the roots, a known name or a hub repo id), ext (a file extension), text, int,
+# float, flag (true/false), axis (grid axes).
 MODEL = {"model": "path", "vae": "path", "v_parameterization": "flag", "device": "text", "precision": "text"}
 GENERATION = {
     "prompt": "prompt",
@@ -56,7 +60,56 @@ GENERATION = {
     "height": "int",
     "clip-skip": "int",
 }
+# `lorakit tag` / `lorakit caption` (sd-scripts' option names, with underscores)
+FOLDER_RUN = {
+    "folder": "folder",
+    "model": "model",
+    "model_dir": "folder",
+    "caption_extension": "ext",
+    "recursive": "flag",
+    "batch_size": "int",
+    "device": "text",
+    "dry-run": "flag",
+}
+THRESHOLDS = ("general", "character", "copyright", "artist", "meta", "model")
 ARGS: dict[str, dict[str, str]] = {
+    "tag": {
+        **FOLDER_RUN,
+        "thresh": "float",
+        **{f"{c}_threshold": "float" for c in THRESHOLDS},
+        "mcut": "flag",
+        "undesired_tags": "text",
+        "always_first_tags": "text",
+        "character_tags_first": "flag",
+        "use_rating_tags": "flag",
+        "use_rating_tags_as_last_tag": "flag",
+        "use_quality_tags": "flag",
+        "use_quality_tags_as_last_tag": "flag",
+        "remove_underscore": "flag",
+        "character_tag_expand": "flag",
+        "tag_replacement": "text",
+        "sort_by_score": "flag",
+        "caption_separator": "text",
+        "append_tags": "flag",
+        "frequency_tags": "flag",
+        "output_path": "out",
+        "threads": "int",
+    },
+    "caption": {
+        **FOLDER_RUN,
+        "prefix": "text",
+        "suffix": "text",
+        "task": "text",
+        "prompt": "text",
+        "beam_search": "flag",
+        "sample": "flag",
+        "num_beams": "int",
+        "top_p": "float",
+        "max_length": "int",
+        "min_length": "int",
+        "seed": "int",
+        "fp32": "flag",
+    },
     "lr-find": {"steps": "int", "optimizer": "text"},
     "grid": {
         "run": "path",
@@ -114,8 +167,16 @@ ARGS: dict[str, dict[str, str]] = {
         "v_parameterization": "flag",
     },
 }
-POSITIONAL = {"resize": ("lora",), "convert": ("input", "output"), "inspect": ("file",)}
+POSITIONAL = {
+    "resize": ("lora",),
+    "convert": ("input", "output"),
+    "inspect": ("file",),
+    "tag": ("folder",),
+    "caption": ("folder",),
+}
 REQUIRED = {
+    "tag": ("folder",),
+    "caption": ("folder",),
     "grid": (),
     "generate": ("out",),
     "merge": ("lora", "out"),
@@ -125,9 +186,30 @@ REQUIRED = {
     "inspect": ("file",),
     "lr-find": (),
 }
+# values the command accepts, checked here so that a wrong one is refused before it is queued
+CHOICES = {
+    ("tag", "device"): ("auto", "cpu", "cuda"),
+    ("caption", "device"): ("auto", "cpu", "cuda"),
+    ("caption", "task"): FLORENCE_TASKS,
+}
+# (smallest, largest) a number may be; None: no bound
+LIMITS = {
+    "batch_size": (1, 4096),
+    "threads": (1, 1024),
+    "num_beams": (1, 64),
+    "max_length": (1, 4096),
+    "min_length": (0, 4096),
+    "top_p": (0, 1),
+    "thresh": (0, None),
+    **{f"{c}_threshold": (0, None) for c in THRESHOLDS},
+}
+ONE_OF = {"caption": (("beam_search", "sample"),)}  # options that exclude each other
 CONFIG_KINDS = ("train", "lr-find")
 KINDS = (*CONFIG_KINDS, *(k for k in ARGS if k not in CONFIG_KINDS))
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+_EXTENSION = re.compile(r"^\.?[A-Za-z0-9_-]{1,16}(\.[A-Za-z0-9_-]{1,16})?$")
+_REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+_REPO_ID = re.compile(rf"^{_REPO_PART}(?:/{_REPO_PART}){{1,2}}$")  # owner/name[/subfolder]
 
 
 @dataclass
@@ -158,6 +240,8 @@ def prepare(
     argv = option_args(workspace, kind, args or {})
     out = _output_of(workspace, kind, args or {})
     shown = out.name if out else Path(str((args or {}).get("file") or "")).name
+    if kind in ("tag", "caption"):
+        shown = location_of(out, workspace.roots()) or shown
     return JobSpec(kind, name or f"{kind} {shown}".strip(), argv, None, out)
 
 
@@ -259,6 +343,10 @@ def option_args(workspace: Workspace, kind: str, args: dict) -> list[str]:
     missing = [k for k in REQUIRED.get(kind, ()) if args.get(k) in (None, "", [], False)]
     if missing:
         raise WebError(f"{kind}: {', '.join(missing)} must be given.")
+    for group in ONE_OF.get(kind, ()):
+        given = [k for k in group if args.get(k) not in (None, False)]
+        if len(given) > 1:
+            raise WebError(f"{kind}: {' and '.join(given)} exclude each other; give one of them.")
     roots = workspace.roots()
     positional, options = [], []
     for key, value in args.items():
@@ -289,12 +377,30 @@ def _typed(kind: str, key: str, kind_of: str, value: Any, roots: dict[str, Path]
         ok = isinstance(value, int) if kind_of == "int" else isinstance(value, (int, float))
         if not ok or isinstance(value, bool):
             raise WebError(f"{where}: a number expected ({kind_of}), got {value!r}.")
+        low, high = LIMITS.get(key, (None, None)) if kind in ("tag", "caption") else (None, None)
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"at least {low}" if high is None else f"from {low} to {high}"
+            raise WebError(f"{where}: {value!r} is out of range; give a number {bounds}.")
         return [value]
     text = str(value)
     if "\x00" in text:
         raise WebError(f"{where}: NUL bytes are not allowed.")
+    choices = CHOICES.get((kind, key))
+    if choices and text not in choices:
+        raise WebError(f"{where}: {text!r} is not one of {', '.join(choices)}.")
     if kind_of == "path":
         return [_checked(text, roots, where)]
+    if kind_of == "folder":
+        path = _checked(text, roots, where)
+        if not path.is_dir():
+            raise WebError(f"{where}: {text} is a file; give a folder.")
+        return [path]
+    if kind_of == "model":
+        return [_model(text, roots, where)]
+    if kind_of == "ext":
+        if not _EXTENSION.match(text):
+            raise WebError(f"{where}: {text!r} is not a file extension; write it like .txt or .caption.")
+        return [text if text.startswith(".") else "." + text]
     if kind_of == "out":
         return [_checked(text, roots, where, must_exist=False)]
     if kind_of == "axis" and text.split("=", 1)[0].strip().lower() == "lora":
@@ -321,6 +427,35 @@ def _lora(item: str, roots: dict[str, Path], where: str) -> str:
     raise WebError(f"{where}: {item!r}: write FILE, FILE:WEIGHT or FILE:WEIGHT:BLOCKS.")
 
 
+def _model(text: str, roots: dict[str, Path], where: str) -> str:
+    """A tagger or captioner as `lorakit tag/caption --model` takes it. A known name or a hub
+    repo id goes to the command as written: it looks in --model_dir and the Hugging Face cache,
+    downloads when online, and when offline says which files to fetch. Anything written like a
+    path (absolute, @NAME/..., or starting with a folder of the workspace) must be a folder inside
+    the roots, and is passed as its absolute path."""
+    if known_model(text):
+        return text
+    looks_like_path = text.startswith(("/", "@", ".", "~")) or _in_workspace(roots[""], text.split("/")[0])
+    if not looks_like_path and _REPO_ID.match(text) and ".." not in text:
+        return text
+    if not looks_like_path:
+        raise WebError(
+            f"{where}: {text!r} is not a model; give a folder inside the workspace, a name from "
+            "'lorakit tag --list-models' or a Hugging Face repo id (owner/name)."
+        )
+    path = _checked(text, roots, where)
+    if not path.is_dir():
+        raise WebError(f"{where}: {text} is a file; give the folder that holds the model's files.")
+    return str(path)
+
+
+def _in_workspace(root: Path, name: str) -> bool:
+    try:
+        return (root / name).exists()
+    except (OSError, ValueError):  # a name too long for the file system
+        return False
+
+
 def _output_of(workspace: Workspace, kind: str, args: dict) -> Path | None:
     """The folder a job writes into (shown with the job; its files are listed from there)."""
     roots = workspace.roots()
@@ -328,6 +463,8 @@ def _output_of(workspace: Workspace, kind: str, args: dict) -> Path | None:
         if args.get("out"):
             return resolve_user_path(str(args["out"]), roots)
         return resolve_user_path(str(args["run"]), roots) / "grid" if args.get("run") else None
+    if kind in ("tag", "caption"):
+        return resolve_user_path(str(args["folder"]), roots)
     target = args.get("output") if kind == "convert" else args.get("out")
     if not target:
         return None

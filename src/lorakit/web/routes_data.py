@@ -15,6 +15,7 @@ from ..data.captions import CaptionError, read_text, split_tags
 from ..data.check import check_dataset, format_plan, format_problems
 from ..data.discover import parse_folder_name
 from ..data.images import IMAGE_EXTENSIONS
+from ..data.tagging import DEFAULT_CAPTIONER, DEFAULT_TAGGER, KNOWN_MODELS
 from ..errors import DatasetError
 from ..training.config import read_toml, to_toml
 from ..utils.files import atomic_path
@@ -268,6 +269,26 @@ def restore_tags(ctx: Ctx, body: RestoreIn) -> dict:
         "restored": [location_of(p, roots) for p in restored],
         "removed": [location_of(p, roots) for p in removed],
     }
+
+
+@router.get(
+    "/dataset/models", summary="The taggers and captioners lorakit knows (`lorakit tag --list-models`)"
+)
+def tagging_models() -> list[dict]:
+    """For the auto-tag and caption forms. A model is downloaded by the job that first needs it
+    (offline, the job says which files to fetch and where to put them)."""
+    return [
+        {
+            "name": m.name,
+            "repo_id": m.repo_id,
+            "kind": "tagger" if m.kind == "wd14" else "captioner",
+            "family": m.kind,
+            "size": m.size,
+            "licence": m.licence,
+            "default": m.name in (DEFAULT_TAGGER, DEFAULT_CAPTIONER),
+        }
+        for m in KNOWN_MODELS
+    ]
 
 
 @router.get("/dataset/backups", summary="The tag backups of a folder, oldest first")

@@ -3,6 +3,7 @@
 import { api } from "../api.js";
 import { clear, field, h, raw, toast } from "../dom.js";
 import { t } from "../i18n.js";
+import { describeTools } from "./autotag.js";
 import { renderBuckets, renderCheck, sizeSettings } from "./datacheck.js";
 import { TagEditor } from "./tageditor.js";
 
@@ -11,8 +12,10 @@ export async function render(root, params) {
   const view = h("section", { id: "dataset-view", "aria-live": "polite" });
   root.append(h("h1", {}, t("Datasets")), h("div", { class: "two" }, pickCard(datasets, roots), createCard()), view);
   const wanted = params.get("open") || (datasets[0] && datasets[0].location);
-  if (wanted) await openDataset(view, wanted);
+  const stops = [];
+  if (wanted) await openDataset(view, wanted, params.get("ext"), stops);
   else clear(view, h("div", { class: "card" }, h("p", {}, t("No dataset yet: create one on the left by uploading pictures."))));
+  return () => stops.forEach((stop) => stop());
 
   function pickCard(list, allowed) {
     const input = h("input", { type: "text", id: "open-location", placeholder: t("datasets/name or @folder/name") });
@@ -87,16 +90,29 @@ function go(where) {
   else window.location.hash = target;
 }
 
-async function openDataset(view, location) {
+async function openDataset(view, location, extension, stops) {
   let listing;
   try {
-    listing = await api.get("/api/dataset", { location });
+    listing = await api.get("/api/dataset", { location, caption_extension: extension });
   } catch (error) {
     clear(view, h("div", { class: "banner error", role: "alert" }, error.message));
     return;
   }
   for (const b of document.querySelectorAll("button.dataset")) b.setAttribute("aria-pressed", String(b.dataset.location === location));
-  const editor = new TagEditor(location, listing);
+  const editor = new TagEditor(location, listing, extension);
+  const summary = h("p", { class: "muted", id: "dataset-summary" });
+  const describeSummary = () =>
+    clear(summary, t("{n} pictures; captions: {ext}", { n: editor.listing.images.length, ext: editor.listing.caption_extension || t("none yet") }));
+  describeSummary();
+  // auto-tag / caption jobs: when one is done, its files are read again (with its extension)
+  const describe = await describeTools(location, listing, async (job, ext) => {
+    if (job.state !== "done") return;
+    await editor.reload(ext);
+    describeSummary();
+    history.replaceState(null, "", `#/datasets?open=${encodeURIComponent(location)}&ext=${encodeURIComponent(ext)}`);
+    toast(t("Job {id} is done: the captions and tags are shown again.", { id: job.id }));
+  });
+  stops.push(describe.stop);
   const settings = sizeSettings();
   const panels = {
     pictures: h("div", { id: "panel-pictures", role: "tabpanel" }),
@@ -125,12 +141,14 @@ async function openDataset(view, location) {
       "div",
       { class: "card" },
       h("h2", {}, t("Dataset"), " ", raw(location, "code")),
-      h("p", { class: "muted" }, t("{n} pictures; captions: {ext}", { n: listing.images.length, ext: listing.caption_extension || t("none yet") })),
+      summary,
       h(
         "div",
         { class: "buttons" },
         h("a", { class: "button primary", href: `#/train?dataset=${encodeURIComponent(location)}` }, t("Train on this dataset")),
+        describe.buttons,
       ),
+      describe.parts,
       h(
         "details",
         {},

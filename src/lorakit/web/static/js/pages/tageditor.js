@@ -10,9 +10,10 @@ const PAGE = 120;
 const BACKUP = "/.lorakit-backup/";
 
 export class TagEditor {
-  constructor(location, listing) {
+  constructor(location, listing, extension) {
     this.location = location;
     this.listing = listing;
+    this.extension = extension || undefined; // the caption files shown (default: the server's choice)
     this.include = new Set();
     this.exclude = new Set();
     this.mode = "all";
@@ -220,8 +221,10 @@ export class TagEditor {
     await this.send(step.request, step.label, true);
   }
 
-  async reload() {
-    this.listing = await api.get("/api/dataset", { location: this.location });
+  /** Read the captions again; `extension` (after an auto-tag or caption job) is kept from then on. */
+  async reload(extension) {
+    if (extension) this.extension = extension;
+    this.listing = await api.get("/api/dataset", { location: this.location, caption_extension: this.extension });
     const known = new Set(this.listing.images.map((i) => i.location));
     for (const location of [...this.selected]) if (!known.has(location)) this.selected.delete(location);
     this.drawTags();

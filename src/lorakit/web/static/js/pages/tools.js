@@ -1,9 +1,9 @@
 // Tools: forms for merge (LoRAs into one, or into a checkpoint), resize, extract, convert and
 // inspect. Each is queued as a job running the same command as the command line.
 import { api } from "../api.js";
-import { banner, clear, field, h, raw, select, toast, uid } from "../dom.js";
+import { banner, clear, field, h, raw, select, uid } from "../dom.js";
+import { queueAndFollow } from "../follow.js";
 import { t } from "../i18n.js";
-import { stateBadge } from "../words.js";
 
 const PRECISIONS = [["", "–"], ["fp16", "fp16"], ["bf16", "bf16"], ["fp32", "fp32"]];
 const loras = () => ({ name: "lora", type: "loras", label: t("LoRA files, one a line (FILE or FILE:WEIGHT)") });
@@ -87,9 +87,9 @@ export async function render(root) {
   };
   const datalists = Object.entries(lists).map(([kind, items]) => h("datalist", { id: `models-${kind}` }, items.map((m) => h("option", { value: m.location }))));
   root.append(h("h1", {}, t("Tools")), ...datalists, h("div", { class: "options" }, tools().map((tool) => card(tool, lists))));
-  const timers = [];
-  root.addEventListener("job-started", (e) => timers.push(e.detail));
-  return () => timers.forEach(clearInterval);
+  const stops = [];
+  root.addEventListener("job-started", (e) => stops.push(e.detail));
+  return () => stops.forEach((stop) => stop());
 }
 
 function control(spec, lists) {
@@ -115,8 +115,8 @@ function card(tool, lists) {
       else args[spec.name] = c.value.trim() || null;
     }
     try {
-      const job = await api.post("/api/jobs", { kind: tool.kind, args });
-      follow(job.id, status, e.target);
+      const stop = await queueAndFollow({ kind: tool.kind, args }, status);
+      e.target.dispatchEvent(new CustomEvent("job-started", { detail: stop, bubbles: true }));
     } catch (error) {
       clear(status, banner("error", error.message));
     }
@@ -133,22 +133,4 @@ function card(tool, lists) {
     h("button", { type: "submit", class: "primary" }, t("Add to queue")),
     status,
   );
-}
-
-function follow(id, status, form) {
-  const poll = async () => {
-    const job = await api.get(`/api/jobs/${id}`);
-    const done = !["queued", "running"].includes(job.state);
-    const lines = done ? (await api.get(`/api/jobs/${id}/log`, { lines: 200 })).lines : [];
-    clear(
-      status,
-      h("p", {}, t("Job {id}:", { id }), " ", stateBadge(job.state), " ", h("a", { href: "#/queue" }, t("see the queue"))),
-      done && lines.length ? h("pre", { class: "log", tabindex: "0", "aria-label": t("Output of job {id}", { id }), translate: "no" }, lines.join("\n")) : null,
-    );
-    if (done) clearInterval(timer);
-  };
-  const timer = setInterval(poll, 1500);
-  form.dispatchEvent(new CustomEvent("job-started", { detail: timer, bubbles: true }));
-  toast(t("Queued as job {id}.", { id }));
-  poll();
 }
