@@ -78,7 +78,9 @@ class ModelEmbeddings:
                 tokenizer.add_tokens(tokens)
                 ids = tokenizer.convert_tokens_to_ids(tokens)
                 if (first is not None and ids[0] != first) or ids != list(range(ids[0], ids[0] + len(ids))):
-                    raise ModelError(f"the tokenizers gave the embedding '{embedding.name}' different token ids")
+                    raise ModelError(
+                        f"the tokenizers gave the embedding '{embedding.name}' different token ids"
+                    )
                 first = ids[0]
                 if encoder.get_input_embeddings().num_embeddings < len(tokenizer):
                     encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)

@@ -202,6 +202,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
             disable=not runtime.is_main_process or quiet,
         )  # fmt: skip
         previews.at_start(pos.step)
+        method.at_step(pos.step, ctx)
         network.train()
         accumulate = update.gradient_accumulation_steps
         validation_steps: list[tuple[int, float]] = []
@@ -225,7 +226,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
                         pos.updating = True  # a hard stop now would leave a half-applied step: no state then
                         optimizer_step(params, optim.optimizer, lr_scheduler, network, update, runtime)
                         pos.updating = False
-                        method.after_step(pos.step + 1, ctx)
+                        method.at_step(pos.step + 1, ctx)
                         current = sum(pending) / len(pending)
                         pos.step, pos.done = pos.step + 1, index + 1
                         pos.epoch_losses += pending

@@ -85,7 +85,7 @@ def preflight(config: TrainConfig) -> ModelFacts:
     for path in config.base_weights:
         if not Path(path).exists():
             raise ConfigError(f"base_weights: {path!r}: no such file.")
-    if not config.dim_from_weights:
+    if not config.dim_from_weights and config.training_type == "lora":
         options = network_options(
             facts.family, config.network_module, config.network_dim, config.network_alpha, network_args(config),
             config.network_dropout, config.network_train_unet_only, config.network_train_text_encoder_only,

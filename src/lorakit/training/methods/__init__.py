@@ -4,9 +4,17 @@ asks its method what to build, at which learning rates, how its captions and ste
 what its files are called; the loop, previews, saving, resume and run record are shared."""
 
 from .base import Method
+from .dreambooth import DreamBoothMethod, FullModel
+from .hypernetwork import HypernetworkMethod
 from .lora import LoRAMethod, PivotalNetwork
+from .textual_inversion import TextualInversionMethod
 
-METHODS: dict[str, type[Method]] = {"lora": LoRAMethod}
+METHODS: dict[str, type[Method]] = {
+    "lora": LoRAMethod,
+    "dreambooth": DreamBoothMethod,
+    "textual_inversion": TextualInversionMethod,
+    "hypernetwork": HypernetworkMethod,
+}
 
 
 def method_for(config) -> Method:
@@ -14,4 +22,14 @@ def method_for(config) -> Method:
     return METHODS[config.training_type](config)
 
 
-__all__ = ["METHODS", "LoRAMethod", "Method", "PivotalNetwork", "method_for"]
+__all__ = [
+    "METHODS",
+    "DreamBoothMethod",
+    "FullModel",
+    "HypernetworkMethod",
+    "LoRAMethod",
+    "Method",
+    "PivotalNetwork",
+    "TextualInversionMethod",
+    "method_for",
+]

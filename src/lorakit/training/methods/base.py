@@ -76,5 +76,6 @@ class Method:
         """A change to each batch's captions before they are encoded (textual inversion's templates)."""
         return None
 
-    def after_step(self, step: int, ctx) -> None:
-        """Called after each optimizer step (DreamBooth stops the text encoder's training here)."""
+    def at_step(self, step: int, ctx) -> None:
+        """Where the run stands: called before the first step and after each optimizer step
+        (DreamBooth's stop_text_encoder_training freezes the text encoders here)."""

@@ -45,7 +45,9 @@ class TrainableEmbeddings(nn.Module):
     def _hook(self, encoder: int):
         def substitute(module, args, output):
             for word, slot in self.slots.items():
-                output = substitute_rows(args[0], output, slot.first_id, self.vectors[self._key(word, encoder)])
+                output = substitute_rows(
+                    args[0], output, slot.first_id, self.vectors[self._key(word, encoder)]
+                )
             return output
 
         return substitute
@@ -54,7 +56,11 @@ class TrainableEmbeddings(nn.Module):
         """The trained words as they are now (detached copies)."""
         encoders = len(self.model[0].text_encoders)
         return [
-            Embedding(word, [self.vectors[self._key(word, i)].detach().float().cpu().clone() for i in range(encoders)], step=step)
+            Embedding(
+                word,
+                [self.vectors[self._key(word, i)].detach().float().cpu().clone() for i in range(encoders)],
+                step=step,
+            )
             for word in self.words
         ]
 
@@ -74,4 +80,3 @@ class TrainableEmbeddings(nn.Module):
             hook.remove()
         for embedding in self.embeddings():
             model.embeddings.add(model, embedding)
-
