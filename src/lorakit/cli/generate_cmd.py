@@ -25,6 +25,20 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         choices=["auto", "fp32", "fp16", "bf16"],
         help="Number format for generating. auto: fp16 on a GPU, fp32 on the CPU.",
     )
+    p.add_argument(
+        "--embeddings",
+        "--embeddings-dir",
+        metavar="DIR",
+        help="A folder of textual-inversion embeddings (A1111's embeddings folder): a word of the prompt that "
+        "is a file's name (ohwx for ohwx.safetensors) uses that embedding.",
+    )
+    p.add_argument(
+        "--hypernetwork",
+        action="append",
+        default=[],
+        metavar="FILE[:STRENGTH]",
+        help="An A1111 hypernetwork (.pt) applied to every image, with its strength (default 1). Repeat for more.",
+    )
 
 
 def add_generation_options(p: argparse.ArgumentParser, batch: bool = True) -> None:
@@ -109,6 +123,18 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
+def add_model_extras(generator, args: argparse.Namespace) -> None:
+    """--embeddings and --hypernetwork on the loaded model, saying what was loaded."""
+    if args.embeddings:
+        loaded, skipped = generator.load_embeddings(args.embeddings)
+        print(f"embeddings: {', '.join(loaded) or 'none'} (from {args.embeddings})")
+        for why in skipped:
+            print(f"note: embedding passed over: {why}", file=sys.stderr)
+    if args.hypernetwork:
+        generator.use_hypernetworks(args.hypernetwork)
+        print("hypernetworks: " + ", ".join(f"{n.name} x {s:g}" for n, s in generator.hypernetworks))
+
+
 def base_settings(args: argparse.Namespace):
     """The command's settings; prompt-file entries override them one by one."""
     from ..evaluation.generate import GenerationSettings
@@ -159,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
     lora_dir = args.lora_dir or (defaults.loras[0].path.parent if defaults.loras else None)
     requests = [settings_for_prompt(spec, defaults, lora_dir) for spec in specs]
     generator = open_generator(args.model, args.vae, args.v_parameterization, args.device, args.precision)
+    add_model_extras(generator, args)
     for request in requests:
         generator.resolve(request)
         for lora in request.loras:

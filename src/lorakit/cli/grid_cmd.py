@@ -6,7 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from .generate_cmd import add_generation_options, add_model_options, base_settings, prompt_specs
+from .generate_cmd import (
+    add_generation_options,
+    add_model_extras,
+    add_model_options,
+    base_settings,
+    prompt_specs,
+)
 
 AXIS_HELP = (
     "KIND=VALUES, values separated by commas. Kinds: lora (files or globs, ordered by epoch; 'none' "
@@ -98,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     lora_dir = args.lora_dir or lora_base
     requests = [settings_for_prompt(spec, defaults, lora_dir) for spec in specs]
     generator = open_generator(args.model, args.vae, args.v_parameterization, args.device, args.precision)
+    add_model_extras(generator, args)
     options = dict(default_weight=args.weight, row_label_suffixes=suffixes, font_size=args.font_size)
     for result in grids(generator, requests, x, y, z, out, **options):
         print(f"{result.path}  ({result.image.size[0]}x{result.image.size[1]}, {len(result.cells)} cells)")

@@ -13,6 +13,7 @@ _SECTION_TITLES = {
     "network": "the LoRA network",
     "optimizer": "optimizer and learning rate",
     "training": "training",
+    "method": "what to train (LoRA, DreamBooth, Textual Inversion, Hypernetwork)",
     "sampling": "preview images",
     "saving": "saving and resuming",
     "logging": "logging",

@@ -19,11 +19,12 @@ import torch
 from PIL import Image
 
 from ..errors import LorakitError
+from ..models.embedding_files import load_folder
 from ..models.load import load_model
 from ..models.model import StableDiffusionModel
 from ..models.prompt_conditioning import encode_prompts, parse
 from ..utils.files import a1111_hashes, atomic_path
-from .networks_adapter import NetworkSwitcher
+from .networks_adapter import NetworkSwitcher, hook_hypernetworks
 from .pngmeta import GenerationParameters, addnet_hash, png_info
 from .prompts import DEFAULT_CFG, DEFAULT_STEPS, LoraRef, PromptSpec, extract_lora_tags
 from .samplers import DEFAULT_SAMPLER, find_sampler, make_scheduler, sampler_timesteps
@@ -150,6 +151,7 @@ class Generator:
                 module.to(self.device, self.dtype)
         self.pipe = build_pipeline(model)
         self.networks = NetworkSwitcher(model)
+        self.hypernetworks: list = []  # (Hypernetwork, strength), hooked into the model
         self.model_name = model_name if model_name is not None else _model_name(model)
         self._model_hash = model_hash
         self._lora_hashes: dict[Path, str] = {}
@@ -214,8 +216,26 @@ class Generator:
             model=self.model_name or None,
             clip_skip=s.clip_skip if not self.model.family.is_xl else None,
             lora_hashes=hashes,
-            extra=_style_parameters(s),
+            extra={**_style_parameters(s), **self._hypernetwork_parameters()},
         )
+
+    def _hypernetwork_parameters(self) -> dict[str, str]:
+        """A1111's "Hypernet" and "Hypernet strength" (several: joined by commas)."""
+        if not self.hypernetworks:
+            return {}
+        return {
+            "Hypernet": ", ".join(net.name for net, _ in self.hypernetworks),
+            "Hypernet strength": ", ".join(f"{strength:g}" for _, strength in self.hypernetworks),
+        }
+
+    def load_embeddings(self, folder: str | Path) -> tuple[list[str], list[str]]:
+        """Every embedding file in `folder`, usable in prompts by file name (A1111's embeddings
+        folder): (the names loaded, the files passed over with why)."""
+        return load_folder(self.model, folder)
+
+    def use_hypernetworks(self, options: list[str]) -> None:
+        """`FILE[:STRENGTH]` hypernetworks on every image from now on (until `close`)."""
+        self.hypernetworks += hook_hypernetworks(self.model, options)
 
     @torch.no_grad()
     def __call__(self, settings: GenerationSettings) -> list[GeneratedImage]:
@@ -265,6 +285,9 @@ class Generator:
     def close(self) -> None:
         """Take the networks out of the model (the base weights come back exactly)."""
         self.networks.clear()
+        for net, _ in self.hypernetworks:
+            net.remove()
+        self.hypernetworks.clear()
 
 
 def _style_parameters(s: GenerationSettings) -> dict[str, str]:

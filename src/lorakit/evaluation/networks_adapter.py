@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import LorakitError
 from ..networks import NetworkSpec, load_network, merge_networks
 from ..networks.blocks import lbw_weights
+from ..networks.hypernetwork import Hypernetwork, read_hypernetwork
 from .prompts import LoraRef
 
 
@@ -55,3 +57,27 @@ class NetworkSwitcher:
         self._file(lora.path)
         if lora.blocks is not None:
             lbw_weights(lora.blocks, self.model.family)
+
+
+def parse_hypernetwork_option(text: str) -> tuple[Path, float]:
+    """`FILE[:STRENGTH]` (a Windows drive letter's colon stays part of the path)."""
+    path, _, strength = text.rpartition(":")
+    try:
+        if path and not (len(path) == 1 and path.isalpha()):
+            return Path(path), float(strength)
+    except ValueError:
+        pass
+    return Path(text), 1.0
+
+
+def hook_hypernetworks(model, options: Sequence[str]) -> list[tuple[Hypernetwork, float]]:
+    """A1111's hypernetworks (`--hypernetwork FILE:STRENGTH`) on `model` until `remove()`d: each
+    changes the keys' and values' input of every attention of its widths; several chain in order."""
+    out = []
+    for text in options:
+        path, strength = parse_hypernetwork_option(text)
+        if not path.exists():
+            raise LorakitError(f"--hypernetwork {text}: no such file {path}.")
+        net = read_hypernetwork(path).to(model.unet.device).set_multiplier(strength).apply_to(model)
+        out.append((net, strength))
+    return out

@@ -57,21 +57,7 @@ class TensorFile(Mapping[str, torch.Tensor]):
         self._keys = list(self._safe.keys())
 
     def _open_pickle(self) -> None:
-        try:
-            data = torch.load(
-                self.path,
-                map_location="cpu",
-                pickle_module=safe_pickle,
-                weights_only=False,
-                mmap=zipfile.is_zipfile(self.path),
-            )
-        except UnsafeFileError as e:
-            raise UnsafeFileError(f"{self.path}: refused: {e}") from None
-        except Exception as e:
-            raise ModelError(
-                f"{self.path} could not be read as a PyTorch checkpoint ({type(e).__name__}: {e}). "
-                "It may be truncated (an interrupted download) or not a model file."
-            ) from e
+        data = read_pickle(self.path)
         if isinstance(data, Mapping) and isinstance(data.get("state_dict"), Mapping):
             data = data["state_dict"]
         if not isinstance(data, Mapping):
@@ -116,6 +102,22 @@ class TensorFile(Mapping[str, torch.Tensor]):
         if self._safe is not None:
             return str(self._safe.get_slice(key).get_dtype())
         return _DTYPE_NAMES.get(self._tensors[key].dtype, str(self._tensors[key].dtype))
+
+
+def read_pickle(path: Path):
+    """The object a `.ckpt`/`.pt` file holds, rebuilt by lorakit's safe unpickler (tensors and plain
+    containers only: a file that asks to run code is refused)."""
+    try:
+        return torch.load(
+            path, map_location="cpu", pickle_module=safe_pickle, weights_only=False, mmap=zipfile.is_zipfile(path)
+        )
+    except UnsafeFileError as e:
+        raise UnsafeFileError(f"{path}: refused: {e}") from None
+    except Exception as e:
+        raise ModelError(
+            f"{path} could not be read as a PyTorch checkpoint ({type(e).__name__}: {e}). "
+            "It may be truncated (an interrupted download) or not a model file."
+        ) from e
 
 
 _DTYPE_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64"}

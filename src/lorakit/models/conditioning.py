@@ -18,12 +18,20 @@ CHUNK = 75  # tokens per chunk, without the start and end tokens
 
 
 def tokenize(
-    model: StableDiffusionModel, captions: list[str], max_token_length: int | None = None
+    model: StableDiffusionModel, captions: list[str], max_token_length: int | None = None, pad: bool = True
 ) -> list[torch.Tensor]:
-    """Token ids per tokenizer: [batch, chunks * 77]."""
+    """Token ids per tokenizer: [batch, chunks * 77]. pad=False (sd-scripts' no_token_padding):
+    [batch, the longest caption's tokens], one chunk of at most 77."""
     length = (max_token_length or CHUNK) + 2
+    if model.embeddings:
+        captions = [model.embeddings.rewrite(c) for c in captions]
     out = []
     for tokenizer in model.tokenizers:
+        if not pad:
+            out.append(
+                tokenizer(captions, padding="longest", truncation=True, max_length=CHUNK + 2, return_tensors="pt").input_ids
+            )
+            continue
         ids = tokenizer(
             captions, padding="max_length", truncation=True, max_length=length, return_tensors="pt"
         ).input_ids
@@ -73,6 +81,9 @@ def hidden_states(encoder, ids: torch.Tensor, layer: int | None, final_norm: boo
 def _run(encoder, ids: torch.Tensor, layer: int | None, final_norm: bool):
     """Hidden states of `layer` for [B, n·77] ids, chunks joined sd-scripts' way."""
     batch, total = ids.shape
+    if total % (CHUNK + 2):  # not padded (no_token_padding): one sequence as long as the longest caption
+        hidden, out = hidden_states(encoder, ids, layer, final_norm)
+        return hidden, out, 1
     chunks = total // (CHUNK + 2)
     hidden, out = hidden_states(encoder, ids.reshape(batch * chunks, CHUNK + 2), layer, final_norm)
     hidden = hidden.reshape(batch, chunks * (CHUNK + 2), -1)

@@ -9,6 +9,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from .embeddings import ModelEmbeddings
 from .families import Family
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -30,6 +31,7 @@ class StableDiffusionModel:
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # tensors not loaded on purpose (EMA copies)
     metadata: dict[str, str] = field(default_factory=dict)
+    embeddings: ModelEmbeddings = field(default_factory=ModelEmbeddings)  # textual inversions in use
 
     @property
     def components(self) -> dict[str, torch.nn.Module]:

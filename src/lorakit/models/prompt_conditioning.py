@@ -125,7 +125,10 @@ def encode_prompt(
     model: StableDiffusionModel, text: str, style: str = "a1111", clip_skip: int = 1, negative: bool = False
 ) -> PromptEmbedding:
     """One prompt's conditioning, A1111's way (module doc). clip_skip: SD1/SD2 only."""
-    chunks = prompt_chunks(model.tokenizers[0], parse(text, style, negative))
+    pieces = parse(text, style, negative)
+    if model.embeddings:
+        pieces = [(model.embeddings.rewrite(piece), weight) for piece, weight in pieces]
+    chunks = prompt_chunks(model.tokenizers[0], pieces)
     per_encoder, pooled = [], None
     encoders = zip(model.tokenizers, model.text_encoders, layers(model, clip_skip))
     for tokenizer, encoder, (layer, norm) in encoders:

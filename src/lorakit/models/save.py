@@ -7,7 +7,10 @@ every tensor bit for bit.
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -32,8 +35,12 @@ def original_state(model: StableDiffusionModel) -> dict[str, torch.Tensor]:
     state.update(original_state_dict(unet, unet_keys.key_map(unet, model.unet.config), family.unet_prefix))
     vae = model.vae.state_dict()
     state.update(original_state_dict(vae, vae_keys.key_map(vae, model.vae.config), family.vae_prefix))
-    for encoder, prefix, open_clip in zip(model.text_encoders, family.text_prefixes, family.open_clip):
+    for encoder, tokenizer, prefix, open_clip in zip(
+        model.text_encoders, model.tokenizers, family.text_prefixes, family.open_clip
+    ):
         weights = encoder.state_dict()
+        for key in [k for k in weights if k.endswith("token_embedding.weight")]:
+            weights[key] = weights[key][: tokenizer.vocab_size]  # embeddings' rows stay out of the file
         state.update(original_state_dict(weights, clip_keys.key_map(weights, open_clip), prefix))
     if family == SD2:
         _complete_sd2_text_encoder(state, model)
@@ -62,7 +69,11 @@ def _complete_sd2_text_encoder(state: dict[str, torch.Tensor], model: StableDiff
         state[root + "logit_scale"] = torch.tensor(math.log(100.0), dtype=dtype)
 
 
-def single_file_metadata(model: StableDiffusionModel, title: str | None = None) -> dict[str, str]:
+def single_file_metadata(
+    model: StableDiffusionModel, title: str | None = None, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The base file's metadata with modelspec.* for `model`; `extra` (a training's ss_* and
+    modelspec keys) last."""
     meta = dict(model.metadata)
     meta.update(
         {
@@ -77,6 +88,7 @@ def single_file_metadata(model: StableDiffusionModel, title: str | None = None) 
     )
     if title:
         meta["modelspec.title"] = title
+    meta.update({k: str(v) for k, v in (extra or {}).items()})
     return meta
 
 
@@ -88,26 +100,42 @@ def cast(state: dict[str, torch.Tensor], precision: str | None) -> dict[str, tor
 
 
 def save_single_file(
-    model: StableDiffusionModel, path: str | Path, precision: str | None = None, title: str | None = None
+    model: StableDiffusionModel,
+    path: str | Path,
+    precision: str | None = None,
+    title: str | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Write `model` as one `.safetensors` file in the A1111 layout, atomically.
 
-    precision: "fp16" | "bf16" | "fp32"; None keeps each tensor's dtype.
+    precision: "fp16" | "bf16" | "fp32"; None keeps each tensor's dtype. metadata: more keys
+    for the file (a training's ss_* keys and modelspec overrides).
     """
     path = Path(path)
     state = {k: v.contiguous() for k, v in cast(original_state(model), precision).items()}
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=single_file_metadata(model, title or path.stem))
+        save_file(state, str(tmp), metadata=single_file_metadata(model, title or path.stem, metadata))
     return path
 
 
-def save_diffusers(model: StableDiffusionModel, folder: str | Path, precision: str | None = None) -> Path:
+def save_diffusers(
+    model: StableDiffusionModel, folder: str | Path, precision: str | None = None, in_place: bool = True
+) -> Path:
     """Write `model` as a diffusers folder (model_index.json, unet/, vae/, text_encoder/ ...).
 
-    The components are cast to `precision` in place.
+    The components are cast to `precision` in place, or with in_place=False cast copies are
+    written (a model still training keeps its precision; costs a copy of the model in memory).
     """
     folder = Path(folder)
-    if precision is not None:
+    if precision is not None and not in_place:
+        dtype = PRECISIONS[precision]
+        model = replace(
+            model,
+            unet=copy.deepcopy(model.unet).to(dtype),
+            vae=copy.deepcopy(model.vae).to(dtype),
+            text_encoders=[copy.deepcopy(e).to(dtype) for e in model.text_encoders],
+        )
+    elif precision is not None:
         for module in model.components.values():
             module.to(PRECISIONS[precision])
     pipe = model.pipeline()

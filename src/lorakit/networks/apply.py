@@ -89,6 +89,7 @@ class MergedNetworks:
     def __init__(self, model):
         self.model = model
         self._originals: dict[int, tuple[torch.nn.Parameter, torch.Tensor]] = {}
+        self.words: list[str] = []  # the bundled embeddings made usable in prompts, as in A1111
 
     def add(self, spec: NetworkSpec) -> None:
         net = _loaded(self.model, spec.network)
@@ -107,12 +108,18 @@ class MergedNetworks:
                 _on_device(module, weight.device)
                 delta = module.merged_delta(original) * strength
                 weight.copy_((weight.float() + delta).to(weight.dtype))
+        for embedding in net.embeddings:
+            self.model.embeddings.add(self.model, embedding)
+            self.words.append(embedding.name)
 
     def unmerge(self) -> None:
         with torch.no_grad():
             for weight, original in self._originals.values():
                 weight.copy_(original)
         self._originals.clear()
+        for word in self.words:
+            self.model.embeddings.deactivate(word)
+        self.words.clear()
 
 
 def merge_networks(model, networks: Sequence) -> MergedNetworks:

@@ -69,6 +69,8 @@ def _dim_alpha(layer: Layer, opts: NetworkOptions) -> tuple[int, float | None]:
 class LoRANetwork(nn.Module):
     """The modules of one network, keyed by their file names (so `state_dict()` is the file)."""
 
+    kind = "lora"  # what a training run saves (the "what" of its events)
+
     def __init__(
         self,
         model,
@@ -295,19 +297,21 @@ class LoRANetwork(nn.Module):
         metadata: Mapping[str, str] | None = None,
         precision: str | torch.dtype | None = None,
         modelspec: Mapping[str, str] | None = None,
+        extra: Mapping[str, torch.Tensor] | None = None,
     ) -> Path:
         """Write the kohya-format file (atomically) with ss_* metadata, modelspec and hashes.
 
         metadata: the training loop's ss_* keys (run, dataset, optimizer...); the network's own
         keys are filled in here. precision: "fp16" | "bf16" | "float" | a dtype | None (as trained).
-        modelspec: overrides for modelspec.* (title, author, trigger_phrase...).
+        modelspec: overrides for modelspec.* (title, author, trigger_phrase...). extra: more
+        tensors for the file (the `bundle_emb.*` embeddings of pivotal tuning).
         """
         if precision is None:  # as trained; alpha follows the factors, as in sd-scripts
             precision = next((p.dtype for p in self.parameters() if p.is_floating_point()), None)
         meta = {**self.network_metadata(), **(metadata or {})}
         meta = {k: v for k, v in meta.items() if v != ""}
         return save_network_file(
-            path, self.weights(), meta, precision, model=self.model[0], modelspec=modelspec
+            path, {**self.weights(), **(extra or {})}, meta, precision, model=self.model[0], modelspec=modelspec
         )
 
 

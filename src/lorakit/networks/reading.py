@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 
 from ..models.checkpoint_file import TensorFile
+from ..models.embedding_files import split_bundles
+from ..models.embeddings import Embedding
 from ..models.families import FAMILIES, SD1, SD2, SDXL, Family
 from ..models.ldm.clip import canonical
 from . import functional as fn
@@ -131,6 +133,7 @@ class NetworkFile:
     family: Family | None = None
     layers: dict[str, Layer] = field(default_factory=dict)  # filled by `resolve`
     unmatched: list[str] = field(default_factory=list)
+    embeddings: list[Embedding] = field(default_factory=list)  # bundled (A1111's bundle_emb.*)
 
     @property
     def algorithms(self) -> list[str]:
@@ -415,6 +418,7 @@ def load_network(
     """
     path = Path(path)
     tensors, metadata = read_tensors(path)
+    tensors, bundled = split_bundles(tensors, str(path))
     fmt = detect_format(tensors)
     if fmt is None:
         sample = ", ".join(list(tensors)[:3])
@@ -432,7 +436,7 @@ def load_network(
     file_family = family_from_modules(modules) or family_from_metadata(metadata)
     if isinstance(family, str):
         family = FAMILIES[family]
-    network = NetworkFile(str(path), fmt, modules, metadata, file_family or family)
+    network = NetworkFile(str(path), fmt, modules, metadata, file_family or family, embeddings=bundled)
     if model is not None:
         if file_family is not None and file_family != model.family:
             raise NetworkError(wrong_family_message(str(path), file_family, model.family))

@@ -6,6 +6,7 @@ sd-scripts' names, so a folder made by either tool reads the same:
     NAME-000003.safetensors          after epoch 3
     NAME-step00000500.safetensors    after step 500
     NAME-000003-state/ NAME-step00000500-state/ NAME-state/   training states (resume)
+    NAME-embeddings/ NAME-000003-embeddings/   a file's trained words as embedding files (pivotal)
     NAME-config.toml  NAME-loss.png  run.json  sample/  logs/
     NAME-lr-find.png                 the plot of `lorakit lr-find` (its only file)
 
@@ -44,18 +45,27 @@ def sort_by_epoch(paths) -> list[Path]:
 class RunFolder:
     root: Path
     name: str
-    ext: str = "safetensors"
+    ext: str = "safetensors"  # "" for outputs that are folders (a DreamBooth model in diffusers layout)
 
-    # ---- networks --------------------------------------------------------------------------
+    @property
+    def suffix(self) -> str:
+        return f".{self.ext}" if self.ext else ""
+
+    # ---- networks (or whatever the run trains) ----------------------------------------------
     def epoch_file(self, epoch: int) -> Path:
-        return self.root / f"{self.name}-{epoch:06d}.{self.ext}"
+        return self.root / f"{self.name}-{epoch:06d}{self.suffix}"
 
     def step_file(self, step: int) -> Path:
-        return self.root / f"{self.name}-step{step:08d}.{self.ext}"
+        return self.root / f"{self.name}-step{step:08d}{self.suffix}"
 
     @property
     def final_file(self) -> Path:
-        return self.root / f"{self.name}.{self.ext}"
+        return self.root / f"{self.name}{self.suffix}"
+
+    def embeddings_of(self, file: Path) -> Path:
+        """The folder of embedding files exported beside the network file `file` (pivotal tuning)."""
+        stem = file.name[: len(file.name) - len(self.suffix)]
+        return file.with_name(f"{stem}-embeddings")
 
     # ---- training states -------------------------------------------------------------------
     def epoch_state(self, epoch: int) -> Path:
@@ -119,7 +129,8 @@ class RunFolder:
         """Every file and state folder of this run in the folder (run.json aside), by its names."""
         name = re.escape(self.name)
         own = re.compile(
-            rf"{name}(-\d{{6}}|-step\d{{8}})?(\.{self.ext}|-state)|{name}-config\.toml|{name}-loss\.png"
+            rf"{name}(-\d{{6}}|-step\d{{8}})?({re.escape(self.suffix)}|-state|-embeddings)|{name}-config\.toml|"
+            rf"{name}-loss\.png"
         )
         found = [p for p in self.root.iterdir() if own.fullmatch(p.name)] if self.root.is_dir() else []
         if self.samples.is_dir():
@@ -130,10 +141,19 @@ class RunFolder:
 
     # ---- keeping the last N ----------------------------------------------------------------
     def prune_epoch_files(self, keep: int | None) -> list[Path]:
-        return _prune(self.root, rf"{re.escape(self.name)}-\d{{6}}\.{self.ext}", keep)
+        return self._with_embeddings(_prune(self.root, rf"{re.escape(self.name)}-\d{{6}}{re.escape(self.suffix)}", keep))
 
     def prune_step_files(self, keep: int | None) -> list[Path]:
-        return _prune(self.root, rf"{re.escape(self.name)}-step\d{{8}}\.{self.ext}", keep)
+        return self._with_embeddings(
+            _prune(self.root, rf"{re.escape(self.name)}-step\d{{8}}{re.escape(self.suffix)}", keep)
+        )
+
+    def _with_embeddings(self, removed: list[Path]) -> list[Path]:
+        """The pruned files' exported embeddings go with them."""
+        for path in removed:
+            if self.embeddings_of(path).is_dir():
+                shutil.rmtree(self.embeddings_of(path))
+        return removed
 
     def prune_epoch_states(self, keep: int | None) -> list[Path]:
         return _prune(self.root, rf"{re.escape(self.name)}-\d{{6}}-state", keep)

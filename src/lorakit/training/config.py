@@ -133,6 +133,9 @@ def _normalise(config: TrainConfig) -> None:
         raise ConfigError(f"loss_type must be l2, l1, huber or smooth_l1, got '{config.loss_type}'.")
     if config.max_token_length not in (None, 75, 150, 225):
         raise ConfigError(f"max_token_length must be 75, 150 or 225, got {config.max_token_length}.")
+    if config.training_type == "textual_inversion" and config.token_string and config.origin["output_name"] == "default":
+        # A1111 and ComfyUI find an embedding by its file name: the file is named after the word
+        config.set("output_name", config.token_string, "token_string (textual inversion)")
     for name in ("network_args", "optimizer_args", "lr_scheduler_args"):
         parse_key_values(config.values[name], name)  # a malformed item fails now, not after loading
 

@@ -33,6 +33,7 @@ class UpdateOptions(ConfigOptions):
     gradient_accumulation_steps: int = 1
     max_grad_norm: float | None = 1.0
     scale_weight_norms: float | None = None
+    fused_backward_pass: bool = False
 
 
 @dataclass
@@ -91,6 +92,36 @@ def create_optimizer(name: str, param_groups: list[dict], lr: float, args: dict[
         if params and all(p.is_floating_point() for p in params) and _fused_ok(params):
             kwargs["fused"] = True
     return OptimizerSetup(cls(param_groups, lr=lr, **kwargs), name, notes, relative_step)
+
+
+def fuse_backward(optimizer: torch.optim.Optimizer, max_grad_norm: float | None = None) -> list:
+    """sd-scripts' fused_backward_pass: each parameter is clipped (on its own, as sd-scripts does)
+    and updated the moment its gradient is complete, and the gradient freed, so the gradients
+    of the whole model never exist at once (for a full fine-tune, as much memory as the weights).
+
+    Works with any optimizer whose `step` skips parameters without a gradient (AdamW, AdaFactor,
+    Lion, ...): during one parameter's hook every group holds only that parameter. Returns the
+    hook handles."""
+    groups = optimizer.param_groups
+    handles = []
+
+    def hook(param: torch.Tensor, group: dict) -> None:
+        if max_grad_norm:
+            torch.nn.utils.clip_grad_norm_([param], max_grad_norm)
+        lists = [g["params"] for g in groups]
+        for g in groups:
+            g["params"] = [param] if g is group else []
+        try:
+            optimizer.step()
+        finally:
+            for g, params in zip(groups, lists):
+                g["params"] = params
+        param.grad = None
+
+    for group in groups:
+        for param in group["params"]:
+            handles.append(param.register_post_accumulate_grad_hook(lambda p, g=group: hook(p, g)))
+    return handles
 
 
 def _fused_ok(params: list[torch.Tensor]) -> bool:

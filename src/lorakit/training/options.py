@@ -10,6 +10,7 @@ a user's existing sd-scripts or lora-scripts config runs unchanged.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -126,9 +127,38 @@ def file_name(value: str) -> None:
         )
 
 
-M, D, N, OPT, T, S, V, L = (
+def method_name(value: str) -> None:
+    one_of(*TRAINING_TYPES)(value)
+
+
+def embedding_word(value) -> None:
+    """A word a prompt can name: letters, digits, _ and - (A1111 finds an embedding by its name)."""
+    for word in _numbers(value):
+        if not re.fullmatch(r"[\w\-]+", str(word)):
+            raise ValueError(f"{word!r} must be one word of letters, digits, _ or - (it is typed in prompts)")
+
+
+def whole_numbers(value) -> None:
+    for v in _numbers(value):
+        if not str(v).isdigit() or int(v) < 1:
+            raise ValueError(f"{v!r} must be a whole number above 0 (a width such as 768)")
+
+
+def layer_structure(value) -> None:
+    values = _numbers(value)
+    if len(values) < 2 or values[0] != 1 or values[-1] != 1 or any(v <= 0 for v in values):
+        raise ValueError("must start and end with 1, with sizes above 0 in between, like [1, 2, 1]")
+
+
+TRAINING_TYPES = ("lora", "dreambooth", "textual_inversion", "hypernetwork")
+HYPERNETWORK_ACTIVATIONS = ("linear", "relu", "leakyrelu", "elu", "swish", "tanh", "sigmoid", "gelu", "mish")
+HYPERNETWORK_INITS = ("Normal", "XavierUniform", "XavierNormal", "KaimingUniform", "KaimingNormal")
+
+
+M, D, MT, N, OPT, T, S, V, L = (
     "model",
     "dataset",
+    "method",
     "network",
     "optimizer",
     "training",
@@ -234,6 +264,192 @@ OPTIONS: list[Option] = [
         D,
         "Cap on validation batches per measurement.",
         check=at_least(0),
+    ),
+    # -- method: what training changes (LoRA, DreamBooth, Textual Inversion, Hypernetwork)
+    _o(
+        "training_type",
+        "lora",
+        "str",
+        MT,
+        "What to train. lora: a small add-on file (the default). dreambooth: the whole model, saved as a new "
+        "checkpoint. textual_inversion: only a new word's embedding, a file of a few KB. hypernetwork: A1111's "
+        "small network on the attention inputs, a .pt file.",
+        check=method_name,
+    ),
+    _o(
+        "train_text_encoder",
+        None,
+        "bool",
+        MT,
+        "DreamBooth: also train the text encoder(s). Empty = as sd-scripts: yes for SD1/SD2 (train_db.py), "
+        "no for SDXL (sdxl_train.py).",
+    ),
+    _o(
+        "learning_rate_te",
+        None,
+        "floats",
+        MT,
+        "DreamBooth: learning rate of the text encoder (one value, or one per encoder on SDXL). Empty = learning_rate.",
+        check=at_least(0),
+    ),
+    _o("learning_rate_te1", None, "float", MT, "DreamBooth on SDXL: learning rate of the first text encoder (CLIP-L).", check=at_least(0)),
+    _o("learning_rate_te2", None, "float", MT, "DreamBooth on SDXL: learning rate of the second text encoder (OpenCLIP-G).", check=at_least(0)),
+    _o(
+        "stop_text_encoder_training",
+        None,
+        "int",
+        MT,
+        "DreamBooth: stop training the text encoder after this many steps (-1: never train it). Empty = train it all along.",
+        check=at_least(-1),
+    ),
+    _o(
+        "no_token_padding",
+        False,
+        "bool",
+        MT,
+        "DreamBooth: do not pad captions to 75 tokens (as diffusers' DreamBooth script does).",
+    ),
+    _o(
+        "class_prompt",
+        None,
+        "str",
+        MT,
+        "DreamBooth prior preservation: the prompt of the class, e.g. \"a photo of a dog\". Missing class "
+        "pictures are drawn with the base model from it, up to num_class_images, and kept in the dataset.",
+    ),
+    _o(
+        "num_class_images",
+        100,
+        "int",
+        MT,
+        "DreamBooth prior preservation: how many class pictures the regularization folder should hold.",
+        check=at_least(1),
+    ),
+    _o(
+        "fused_backward_pass",
+        False,
+        "bool",
+        MT,
+        "Apply each weight's update as soon as its gradient is ready (with AdaFactor or AdamW): far less memory "
+        "for a full fine-tune. Needs gradient_accumulation_steps = 1.",
+    ),
+    _o(
+        "token_string",
+        None,
+        "str",
+        MT,
+        "Textual inversion: the new word to train, e.g. ohwx. Its file is named after it, and A1111 finds it by that name.",
+        check=embedding_word,
+    ),
+    _o(
+        "init_word",
+        None,
+        "str",
+        MT,
+        "Textual inversion / pivotal tuning: start the new word from this word's meaning (e.g. shape). Empty = *.",
+    ),
+    _o(
+        "num_vectors_per_token",
+        1,
+        "int",
+        MT,
+        "Textual inversion: how many token vectors the new word gets (more learns more, uses more of the 75 tokens).",
+        check=at_least(1),
+    ),
+    _o(
+        "use_object_template",
+        False,
+        "bool",
+        MT,
+        "Textual inversion: ignore the captions and use object templates (\"a photo of a ...\").",
+    ),
+    _o(
+        "use_style_template",
+        False,
+        "bool",
+        MT,
+        "Textual inversion: ignore the captions and use style templates (\"a painting in the style of ...\").",
+    ),
+    _o(
+        "train_embeddings",
+        [],
+        "list",
+        MT,
+        "Pivotal tuning (with lora): words whose embeddings train with the LoRA, e.g. ohwx. They are stored in "
+        "the LoRA file (A1111's bundled embeddings).",
+        check=embedding_word,
+    ),
+    _o(
+        "embedding_lr",
+        None,
+        "float",
+        MT,
+        "Pivotal tuning: learning rate of the trained embeddings. Empty = learning_rate.",
+        check=at_least(0),
+    ),
+    _o(
+        "export_embeddings",
+        False,
+        "bool",
+        MT,
+        "Pivotal tuning: also write each trained word as its own embedding file (NAME-embeddings/WORD.safetensors) "
+        "for programs that do not read embeddings inside a LoRA.",
+    ),
+    _o(
+        "embeddings",
+        None,
+        "str",
+        MT,
+        "A folder of embeddings (as A1111's embeddings folder): a word in a caption or preview prompt that is a "
+        "file's name uses that embedding.",
+    ),
+    _o(
+        "hypernetwork_layer_structure",
+        [1.0, 2.0, 1.0],
+        "floats",
+        MT,
+        "Hypernetwork: the sizes of its layers relative to the attention width (A1111's \"1, 2, 1\").",
+        check=layer_structure,
+    ),
+    _o(
+        "hypernetwork_activation_func",
+        "linear",
+        "str",
+        MT,
+        "Hypernetwork: activation between its layers: linear, relu, leakyrelu, elu, swish, tanh, sigmoid, ...",
+        check=one_of(*HYPERNETWORK_ACTIVATIONS),
+    ),
+    _o(
+        "hypernetwork_weight_init",
+        "Normal",
+        "str",
+        MT,
+        "Hypernetwork: how its weights start: Normal, XavierUniform, XavierNormal, KaimingUniform or KaimingNormal.",
+        check=one_of(*HYPERNETWORK_INITS),
+    ),
+    _o("hypernetwork_layer_norm", False, "bool", MT, "Hypernetwork: add layer normalization after each layer."),
+    _o(
+        "hypernetwork_dropout_structure",
+        [],
+        "floats",
+        MT,
+        "Hypernetwork: dropout after each layer, one value per layer size, starting and ending with 0 (e.g. 0, 0.3, 0). Empty = none.",
+        check=between(0, 0.99),
+    ),
+    _o(
+        "hypernetwork_activate_output",
+        False,
+        "bool",
+        MT,
+        "Hypernetwork: apply the activation after the last layer too.",
+    ),
+    _o(
+        "hypernetwork_sizes",
+        [],
+        "list",
+        MT,
+        "Hypernetwork: the attention widths it acts on (A1111's modules 768, 1024, 320, 640, 1280). Empty = all of the model's.",
+        check=whole_numbers,
     ),
     # -- network
     _o(
@@ -408,7 +624,13 @@ OPTIONS: list[Option] = [
         "no, fp16 or bf16. bf16 is safer than fp16; on CPU bf16 is also faster.",
     ),
     _o("full_fp16", False, "bool", T, "Keep the LoRA weights in fp16 too (less memory, less stable)."),
-    _o("full_bf16", False, "bool", T, "Keep the LoRA weights in bf16 too (less memory)."),
+    _o(
+        "full_bf16",
+        False,
+        "bool",
+        T,
+        "Keep the trained weights in bf16 too (the LoRA, or with DreamBooth the whole model: half the memory).",
+    ),
     _o(
         "gradient_checkpointing",
         False,
@@ -558,15 +780,16 @@ OPTIONS: list[Option] = [
         "safetensors",
         "str",
         V,
-        "File format: safetensors (recommended), ckpt or pt.",
-        check=one_of("safetensors", "ckpt", "pt"),
+        "File format: safetensors (recommended), ckpt or pt. Textual inversion: pt writes A1111's .pt layout. "
+        "DreamBooth: diffusers writes a diffusers folder.",
+        check=one_of("safetensors", "ckpt", "pt", "diffusers", "diffusers_safetensors"),
     ),
     _o(
         "save_precision",
         None,
         "str",
         V,
-        "Precision of the saved LoRA: float, fp16 or bf16. Empty = the training precision.",
+        "Precision of the saved file: float, fp16 or bf16. Empty = the training precision (DreamBooth: fp16).",
         check=one_of("float", "fp16", "bf16"),
     ),
     _o("save_every_n_epochs", None, "int", V, "Save the LoRA every N epochs (0 = only at the end).", check=at_least(0)),
@@ -648,12 +871,12 @@ NOT_IDENTITY = frozenset(
         "save_last_n_epochs_state", "save_last_n_steps_state", "sample_prompts", "sample_every_n_steps",
         "sample_every_n_epochs", "sample_at_first", "sample_sampler",
         "metadata_title", "metadata_author", "metadata_description", "metadata_license", "metadata_tags",
-        "metadata_trigger_phrase",
+        "metadata_trigger_phrase", "export_embeddings",
     }
 )  # fmt: skip
 
 BY_NAME = {o.name: o for o in OPTIONS}
-SECTIONS = [M, D, N, OPT, T, S, V, L]
+SECTIONS = [M, D, MT, N, OPT, T, S, V, L]
 
 # sd-scripts options that lorakit accepts and does not need, with the reason shown to the user.
 IGNORED = {

@@ -9,6 +9,7 @@ and restored around them, so previews never change the training run.
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,12 +30,24 @@ def load_preview_prompts(path: str | Path):
     return load_prompts(Path(path))
 
 
+@contextmanager
+def kept_random_state():
+    """Pictures drawn inside leave torch's, numpy's and python's random state as they were, so
+    they never change the training run."""
+    states = (torch.get_rng_state(), np.random.get_state(), random.getstate())
+    try:
+        yield
+    finally:
+        torch.set_rng_state(states[0])
+        np.random.set_state(states[1])
+        random.setstate(states[2])
+
+
 def make_previews(
     model, network, prompts, config, folder: Path, name: str, label: str, caption: str = ""
 ) -> tuple[list[Path], list[str]]:
     """Write one PNG per prompt and a strip of all of them, each under its prompt with `caption`
     (the run and epoch) on top; return (files, warnings)."""
-    states = (torch.get_rng_state(), np.random.get_state(), random.getstate())
     was_training = network.training
     network.eval()
     folder.mkdir(parents=True, exist_ok=True)
@@ -43,28 +56,27 @@ def make_previews(
         prompt="", sampler=config.sample_sampler or "ddim", clip_skip=config.clip_skip or 1
     )
     files, images, warnings = [], [], []
-    dtype = model.unet.dtype
-    autocast = torch.autocast(model.unet.device.type, dtype=dtype, enabled=dtype != torch.float32)
+    # half-precision parts (all of them, or all but a DreamBooth's fp32 U-Net) run under autocast
+    low = [m.dtype for m in (model.unet, *model.text_encoders) if m.dtype != torch.float32]
+    autocast = torch.autocast(model.unet.device.type, dtype=low[0] if low else torch.float32, enabled=bool(low))
     try:
-        for index, spec in enumerate(prompts):
-            settings = settings_for_prompt(spec, defaults)
-            if spec.seed is None:
-                settings = replace(settings, seed=PREVIEW_SEED + index)
-            with autocast:
-                result = generator(settings)[0]
-            path = result.save(folder / f"{name}_{label}_{index:02d}.png")
-            files.append(path)
-            images.append(result.image)
-            problem = result.problem
-            if problem:
-                warnings.append(
-                    f"warning: preview {path.name} is {problem}: the network may have collapsed (NaN). "
-                    "Look at the loss; try a lower learning rate, smaller alpha or bf16."
-                )
+        with kept_random_state():
+            for index, spec in enumerate(prompts):
+                settings = settings_for_prompt(spec, defaults)
+                if spec.seed is None:
+                    settings = replace(settings, seed=PREVIEW_SEED + index)
+                with autocast:
+                    result = generator(settings)[0]
+                path = result.save(folder / f"{name}_{label}_{index:02d}.png")
+                files.append(path)
+                images.append(result.image)
+                problem = result.problem
+                if problem:
+                    warnings.append(
+                        f"warning: preview {path.name} is {problem}: the network may have collapsed (NaN). "
+                        "Look at the loss; try a lower learning rate, smaller alpha or bf16."
+                    )
     finally:
-        torch.set_rng_state(states[0])
-        np.random.set_state(states[1])
-        random.setstate(states[2])
         network.train(was_training)
     if images:
         strip, _ = draw_strip(images, [spec.prompt for spec in prompts], caption)

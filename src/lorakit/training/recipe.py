@@ -36,12 +36,14 @@ from .events import EventLog
 from .interrupts import StopRequest
 from .loss import LossOptions
 from .metadata import new_session_id, training_metadata
+from .methods import method_for
 from .noise import NoiseOptions, training_scheduler
 from .optim import (
     UpdateOptions,
     create_optimizer,
     create_scheduler,
     effective_lrs,
+    fuse_backward,
     is_schedule_free,
 )
 from .options import NOT_IDENTITY
@@ -52,13 +54,11 @@ from .saving import SaveOptions, Saver
 from .setup import (
     Runtime,
     build_data,
-    build_network,
     cache_images,
     caption_cache,
     load_base,
     merge_base_weights,
     preflight,
-    prepare_training,
     weight_dtype,
 )
 from .step import StepContext, TextOptions, ValidationOptions, step_loss, validation_loss
@@ -99,12 +99,14 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
     runtime = Runtime.from_config(config)
     log = Log(runtime.is_main_process, quiet)
     seed = config.seed if config.seed is not None else 42
-    folder = RunFolder(Path(config.output_dir), config.output_name)
+    method = method_for(config)  # what trains: a LoRA, the whole model, a word, a hypernetwork
+    folder = RunFolder(Path(config.output_dir), config.output_name, method.file_ext)
     writes = save_files and runtime.is_main_process
     announce_ignored(config, log)
 
     # -- what can be checked before the model loads: values, files, the dataset
     facts = preflight(config)
+    method.preflight(facts)
     group, validation = build_data(config, facts.resolution, seed, log)
     for problem in group.problems.warnings:
         log(str(problem))
@@ -114,18 +116,23 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
         model = load_base(config, runtime.device, log)
         faults.point("setup")
         merge_base_weights(config, model, log)
-        network = build_network(config, model, log).to(runtime.device)
-        train_text = prepare_training(config, model, network)
+        group, validation = method.prepare_data(model, group, validation, facts.resolution, seed, log)
+        network = method.build(model, log).to(runtime.device)
+        train_text = method.prepare(model, network)
         plan = plan_steps(
             group.steps_per_epoch, sum(len(i) for ds in group.datasets for i in ds.buckets.values()),
             config.train_batch_size, config.max_train_steps, config.max_train_epochs,
             config.gradient_accumulation_steps, runtime.num_processes,
         )  # fmt: skip
-        groups = network.param_groups(config.unet_lr, config.text_encoder_lr, config.learning_rate)
-        optim = create_optimizer(config.optimizer_type, groups, config.learning_rate, optimizer_args(config))
+        optim = create_optimizer(
+            config.optimizer_type, method.param_groups(network), config.learning_rate, optimizer_args(config)
+        )
+        checks, update = ValidationOptions.from_config(config), UpdateOptions.from_config(config)
+        if update.fused_backward_pass:
+            fuse_backward(optim.optimizer, update.max_grad_norm)
         lr_scheduler = create_scheduler(optim, config, plan.total_steps)
         plan.warnings = check_settings(config, plan, model.family.is_xl, group.num_train_images, optim.notes)
-        print_plan(config, log, model, group, network, plan, runtime)
+        print_plan(config, log, model, group, method, network, plan, runtime)
         cache_images(config, model, group, validation, log)
         text_cache = caption_cache(config, model, group, train_text, log)
 
@@ -172,8 +179,8 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
         ctx = StepContext(
             model, training_scheduler(model, config.zero_terminal_snr), NoiseOptions.from_config(config),
             LossOptions.from_config(config), TextOptions.from_config(config), generator, train_text, text_cache,
+            method.caption_transform(),
         )  # fmt: skip
-        checks, update = ValidationOptions.from_config(config), UpdateOptions.from_config(config)
         params = [p for p in network.parameters() if p.requires_grad]
 
         def validate() -> float | None:
@@ -196,6 +203,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
             disable=not runtime.is_main_process or quiet,
         )  # fmt: skip
         previews.at_start(pos.step)
+        method.at_step(pos.step, ctx)
         network.train()
         accumulate = update.gradient_accumulation_steps
         validation_steps: list[tuple[int, float]] = []
@@ -219,6 +227,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
                         pos.updating = True  # a hard stop now would leave a half-applied step: no state then
                         optimizer_step(params, optim.optimizer, lr_scheduler, network, update, runtime)
                         pos.updating = False
+                        method.at_step(pos.step + 1, ctx)
                         current = sum(pending) / len(pending)
                         pos.step, pos.done = pos.step + 1, index + 1
                         pos.epoch_losses += pending
@@ -330,7 +339,11 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
 
 def optimizer_step(params, optimizer, lr_scheduler, network, update: UpdateOptions, runtime) -> None:
     """Accumulated gradients -> one step: averaged over processes, clipped, applied, the
-    learning rate advanced, and (scale_weight_norms) each module's norm capped."""
+    learning rate advanced, and (scale_weight_norms) each module's norm capped. With
+    fused_backward_pass the weights were updated in the backward pass: only the schedule moves."""
+    if update.fused_backward_pass:
+        lr_scheduler.step()
+        return
     average_gradients(params, runtime.num_processes)
     if update.max_grad_norm:
         torch.nn.utils.clip_grad_norm_(params, update.max_grad_norm)
@@ -376,7 +389,7 @@ def announce_ignored(config: TrainConfig, log) -> None:
         log(f"note: '{key}' is ignored: {why}.")
 
 
-def print_plan(config: TrainConfig, log, model, group, network, plan, runtime) -> None:
+def print_plan(config: TrainConfig, log, model, group, method, network, plan, runtime) -> None:
     """The step arithmetic, the network, precision, device and a memory figure, then warnings."""
     trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)
     memory = estimate_memory_gb(
@@ -391,9 +404,9 @@ def print_plan(config: TrainConfig, log, model, group, network, plan, runtime) -
     log("", format_plan(make_plan(group)), "")
     log(*format_steps(plan))
     log(
-        f"network:          {network.options.label}, {trainable:,} trainable parameters "
-        + ", ".join(f"{n} {part}" for part, n in network.counts().items()),
-        f"precision:        {config.mixed_precision} (base weights {weight_dtype(config)}, LoRA {next(network.parameters()).dtype})",
+        f"trains:           {method.describe(network)}",
+        f"precision:        {config.mixed_precision} (base weights {weight_dtype(config)}, trained "
+        f"{next(p for p in network.parameters() if p.requires_grad).dtype})",
         f"device:           {runtime.device}" + (f" x {world} processes" if world > 1 else ""),
         f"memory estimate:  about {memory:.1f} GB (rough)",
     )

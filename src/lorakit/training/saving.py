@@ -111,7 +111,7 @@ class Saver:
             )
         self.guard.saved(str(path))
         self.update_record()
-        self.events.emit("saved", step=step, epoch=epoch, what="lora", path=path)
+        self.events.emit("saved", step=step, epoch=epoch, what=self.network.kind, path=path)
         return path
 
     def state(self, path: Path, pos: ckpt.Position, epoch: int, done: int) -> None:

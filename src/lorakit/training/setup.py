@@ -11,11 +11,13 @@ from accelerate import PartialState
 
 from ..data import build_datasets, config_from_dict, config_from_folders
 from ..data import load_config as load_dataset_config
+from ..data.config import SubsetConfig
 from ..data.latent_cache import cache_latents, check_cacheable, module_fingerprint
 from ..data.schema import options_for_dataset
 from ..data.text_cache import TextOutputCache
 from ..errors import ConfigError
 from ..evaluation.prompts import load_prompts
+from ..models.embedding_files import load_folder
 from ..models.load import ModelFacts, load_model, model_facts
 from ..networks import create_network, create_network_from_weights, merge_networks, network_options
 from .config import TrainConfig, network_args
@@ -83,7 +85,7 @@ def preflight(config: TrainConfig) -> ModelFacts:
     for path in config.base_weights:
         if not Path(path).exists():
             raise ConfigError(f"base_weights: {path!r}: no such file.")
-    if not config.dim_from_weights:
+    if not config.dim_from_weights and config.training_type == "lora":
         options = network_options(
             facts.family, config.network_module, config.network_dim, config.network_alpha, network_args(config),
             config.network_dropout, config.network_train_unet_only, config.network_train_text_encoder_only,
@@ -119,6 +121,11 @@ def load_base(config: TrainConfig, device, log):
         if next(module.parameters()).dtype != wanted:
             module.to(wanted)
     log(f"model: {model.family.label}, {model.prediction_type} prediction, native {model.resolution}px")
+    if config.embeddings:
+        loaded, skipped = load_folder(model, config.embeddings)
+        log(f"embeddings from {config.embeddings}: {', '.join(loaded) or 'none'}")
+        for why in skipped:
+            log(f"note: embedding passed over: {why}")
     return model
 
 
@@ -142,10 +149,14 @@ def data_config(config: TrainConfig):
     return config_from_folders(config.train_data_dir, config.reg_data_dir, config.in_json, options)
 
 
-def build_data(config: TrainConfig, resolution: int, seed: int, log):
+def build_data(config: TrainConfig, resolution: int, seed: int, log, class_images: Path | None = None):
     """(training group, validation group or None). `resolution`: the model's own, for datasets
-    that do not set one (ModelFacts.resolution, known before the model is loaded)."""
+    that do not set one (ModelFacts.resolution, known before the model is loaded).
+    `class_images`: a folder of DreamBooth class pictures, added as a regularization subset
+    unless the dataset has it already."""
     data = data_config(config)
+    if class_images is not None:
+        add_reg_folder(data, class_images)
     group = build_datasets(data, resolution=resolution, prior_loss_weight=config.prior_loss_weight, seed=seed)
     if config.cache_latents or config.cache_latents_to_disk:
         check_cacheable(group)
@@ -155,6 +166,15 @@ def build_data(config: TrainConfig, resolution: int, seed: int, log):
         if validation.steps_per_epoch == 0:
             validation = None
     return group, validation
+
+
+def add_reg_folder(data, folder: Path) -> None:
+    """`folder` as a regularization subset (captions in .txt files) of the first dataset."""
+    subsets = [s for ds in data.datasets for s in ds.subsets]
+    if data.datasets and not any(s.image_dir and s.image_dir.resolve() == folder.resolve() for s in subsets):
+        data.datasets[0].subsets.append(
+            SubsetConfig(image_dir=folder, is_reg=True, caption_extension=".txt", name=folder.name)
+        )
 
 
 def merge_base_weights(config: TrainConfig, model, log) -> None:
@@ -240,6 +260,13 @@ def caption_cache(config: TrainConfig, model, group, train_text: bool, log) -> T
             raise ConfigError(CACHE_NEEDS_FROZEN)
         return None
     text = TextOptions.from_config(config)
+    if text.no_token_padding:  # captions of different lengths: encoded batch by batch
+        if up_front:
+            raise ConfigError(
+                "no_token_padding gives each caption its own length, so the encoded captions cannot be "
+                "cached: remove cache_text_encoder_outputs or no_token_padding."
+            )
+        return None
     to_disk = bool(config.cache_text_encoder_outputs_to_disk)
     cache = TextOutputCache(text_outputs(model, text), _encoder_id(model, text) if to_disk else "memory")
     if up_front:
@@ -252,4 +279,6 @@ def _encoder_id(model, text: TextOptions) -> str:
     """Changes when the encoders' weights, clip skip or token length change."""
     parts = [model.family.name, text.clip_skip, text.max_token_length]
     parts += [module_fingerprint(encoder) for encoder in model.text_encoders]
+    if model.embeddings:  # embeddings (the `embeddings` folder) change what a caption encodes to
+        parts += model.embeddings.fingerprint()
     return hashlib.sha256(repr(parts).encode()).hexdigest()

@@ -3,6 +3,7 @@ prediction, weighted loss."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ VALIDATION_TIMESTEPS = (200, 400, 600, 800)
 class TextOptions(ConfigOptions):
     clip_skip: int | None = None
     max_token_length: int | None = None
+    no_token_padding: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class StepContext:
     generator: torch.Generator
     train_text: bool
     text_cache: TextOutputCache | None = None
+    captions: Callable[[list[str]], list[str]] | None = None  # the method's change to captions
 
     @property
     def unet_dtype(self) -> torch.dtype:
@@ -65,7 +68,8 @@ def text_outputs(model, text: TextOptions):
     `_te_outputs.npz` files (SDXL: hidden_state1 / hidden_state2 / pool2)."""
 
     def run(captions: list[str]) -> dict[str, torch.Tensor]:
-        hidden, pooled = encode(model, tokenize(model, captions, text.max_token_length), text.clip_skip)
+        ids = tokenize(model, captions, text.max_token_length, pad=not text.no_token_padding)
+        hidden, pooled = encode(model, ids, text.clip_skip)
         if pooled is None:
             return {"hidden_state": hidden}
         width = model.text_encoders[0].config.hidden_size
@@ -84,7 +88,7 @@ def conditioning(model, captions: list[str], text: TextOptions, train_text: bool
     """(hidden states, pooled or None) for `captions`; with gradients when the encoders train,
     from `cache` (a TextOutputCache) when they are frozen and one is given."""
     if train_text or cache is None:
-        ids = tokenize(model, captions, text.max_token_length)
+        ids = tokenize(model, captions, text.max_token_length, pad=not text.no_token_padding)
         with nullcontext() if train_text else torch.no_grad():
             return encode(model, ids, text.clip_skip)
     return _from_outputs(cache.lookup(captions))
@@ -117,7 +121,8 @@ def step_loss(ctx: StepContext, batch: Batch) -> torch.Tensor:
     """The loss of one batch (a scalar tensor with gradients into the network)."""
     model, dtype = ctx.model, ctx.unet_dtype
     latents = _latents(model, batch, ctx.generator).to(dtype)
-    hidden, pooled = conditioning(model, batch.captions, ctx.text, ctx.train_text, ctx.text_cache)
+    captions = ctx.captions(batch.captions) if ctx.captions else batch.captions
+    hidden, pooled = conditioning(model, captions, ctx.text, ctx.train_text, ctx.text_cache)
     noise, noisy, timesteps = noisy_latents(latents.float(), ctx.scheduler, ctx.noise, ctx.generator)
     added = _added_conditioning(model, batch, pooled, dtype)
     pred = model.unet(noisy.to(dtype), timesteps, hidden.to(dtype), added_cond_kwargs=added).sample
