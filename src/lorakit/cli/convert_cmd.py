@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .common import add_command
+
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "convert",
         help="Convert a checkpoint between single-file (A1111) and diffusers layouts, or change precision.",
         description="Convert a checkpoint between the single-file layout A1111 and ComfyUI use and a "

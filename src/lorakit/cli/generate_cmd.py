@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .common import add_command
+
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="The base model: a .safetensors/.ckpt checkpoint or a diffusers folder.")
@@ -110,7 +112,8 @@ def add_generation_options(p: argparse.ArgumentParser, batch: bool = True) -> No
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "generate",
         help="Make images with a model and LoRA files (A1111 samplers and PNG info).",
         description="Make images from a base model with LoRA/LyCORIS files applied by lorakit's own code, "

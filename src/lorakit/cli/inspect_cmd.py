@@ -6,9 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
+from .common import add_command
+
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "inspect",
         help="Show what a model or LoRA file is: family, prediction type, sizes, hashes.",
         description="Show what a checkpoint (or diffusers folder) is: its family (SD1.x, SD2.x, SDXL), "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_command
+
 DESCRIPTION = """\
 Two jobs, chosen by --model:
 
@@ -49,7 +51,8 @@ LORA_HELP = (
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "merge",
         help="Merge LoRAs into a checkpoint (in little memory), or several LoRAs into one.",
         description=DESCRIPTION,

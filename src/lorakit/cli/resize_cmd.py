@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_command
+
 DESCRIPTION = """\
 Make a LoRA smaller (for example rank 128 -> 32) while keeping as much of what it learned as
 that rank can hold. Each module is decomposed by SVD and cut to the new rank; alpha is
@@ -21,7 +23,8 @@ Example: lorakit resize big.safetensors --new-rank 32 --out small.safetensors
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "resize",
         help="Lower a LoRA's rank (e.g. 128 -> 32) by SVD, keeping its strength.",
         description=DESCRIPTION,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_actions, add_command
+
 SHOW_FILES = 20
 
 
@@ -25,16 +27,18 @@ def _common(p: argparse.ArgumentParser, edits: bool = True) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "tags",
         help="Edit tags in caption files: add a trigger word, remove, replace, dedup, count.",
         description="Edit the tags of every caption file in a folder. Before any change the old files are "
         "copied to FOLDER/.lorakit-backup/, so 'lorakit tags restore FOLDER' can undo it. "
         "Use --dry-run to see the changes first.",
     )
-    tsub = p.add_subparsers(dest="tags_command", metavar="ACTION", title="actions")
+    tsub = add_actions(p, "tags_command")
 
-    a = tsub.add_parser(
+    a = add_command(
+        tsub,
         "add",
         help="Put tags (e.g. a trigger word) at the front of every caption, once.",
         description="Put the given tags at the front of every caption, in the given order. A tag that is "
@@ -50,7 +54,8 @@ def register(sub) -> None:
     )
     a.set_defaults(run=run_edit, action="add")
 
-    r = tsub.add_parser(
+    r = add_command(
+        tsub,
         "remove",
         help="Remove tags from every caption.",
         description="Remove the given tags from every caption.",
@@ -59,7 +64,8 @@ def register(sub) -> None:
     r.add_argument("tags", nargs="+", help="Tags to remove, exactly as written in the captions.")
     r.set_defaults(run=run_edit, action="remove")
 
-    rp = tsub.add_parser(
+    rp = add_command(
+        tsub,
         "replace",
         help="Replace one tag by another in every caption.",
         description="Replace OLD by NEW where OLD appears.",
@@ -69,7 +75,8 @@ def register(sub) -> None:
     rp.add_argument("new", help="The tag to put in its place.")
     rp.set_defaults(run=run_edit, action="replace")
 
-    d = tsub.add_parser(
+    d = add_command(
+        tsub,
         "dedup",
         help="Remove repeated tags inside each caption.",
         description="Keep only the first copy of each tag.",
@@ -77,7 +84,8 @@ def register(sub) -> None:
     _common(d)
     d.set_defaults(run=run_edit, action="dedup")
 
-    s = tsub.add_parser(
+    s = add_command(
+        tsub,
         "stats",
         help="Show how many captions use each tag.",
         description="Count, for each tag, the caption files that have it.",
@@ -88,7 +96,8 @@ def register(sub) -> None:
     )
     s.set_defaults(run=run_stats)
 
-    u = tsub.add_parser(
+    u = add_command(
+        tsub,
         "restore",
         help="Undo a tags change: put a backup back.",
         description="Copy the files of a backup in FOLDER/.lorakit-backup/ back (the newest one unless --backup is given), "
