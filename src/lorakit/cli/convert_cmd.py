@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_command
+from .common import add_command, add_v_parameterization
 
 
 def register(sub) -> None:
@@ -31,12 +31,7 @@ def register(sub) -> None:
         "bf16 is as small with a wider range. Default: keep the input's precision.",
     )
     p.add_argument("--vae", help="A VAE file to bake into the output instead of the model's own VAE.")
-    p.add_argument(
-        "--v_parameterization",
-        action="store_true",
-        default=None,
-        help="Mark the model as v-prediction (SD2 768-v models whose file does not say so).",
-    )
+    add_v_parameterization(p, "Mark")
     p.set_defaults(run=run)
 
 

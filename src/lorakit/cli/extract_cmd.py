@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_command
+from .common import add_command, add_device_option
 
 DESCRIPTION = """\
 Make a LoRA that reproduces the difference between a fine-tuned checkpoint and the model it
@@ -83,11 +83,7 @@ def register(sub) -> None:
         choices=["fp16", "bf16", "fp32", "float"],
         help="Stored precision of the LoRA. Default: fp32.",
     )
-    p.add_argument(
-        "--device",
-        default="auto",
-        help="Where to compute the SVD: auto (the GPU if there is one, else the CPU), cpu, cuda or cuda:N.",
-    )
+    add_device_option(p, "compute the SVD")
     p.set_defaults(run=run)
 
 

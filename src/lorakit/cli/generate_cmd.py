@@ -7,19 +7,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_command
+from .common import add_command, add_v_parameterization
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="The base model: a .safetensors/.ckpt checkpoint or a diffusers folder.")
     p.add_argument("--vae", help="A separate VAE file to use instead of the model's own.")
-    p.add_argument(
-        "--v_parameterization",
-        "--v-parameterization",
-        action="store_true",
-        default=None,
-        help="Treat the model as v-prediction (SD2 768-v models whose file does not say so).",
-    )
+    add_v_parameterization(p, "Treat", "--v-parameterization")
     p.add_argument("--device", default="auto", help="cuda, cpu, mps, or auto (the GPU if there is one).")
     p.add_argument(
         "--precision",

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import add_command
+from .common import add_command, add_v_parameterization
 
 
 def register(sub) -> None:
@@ -18,12 +18,7 @@ def register(sub) -> None:
         "prediction type, stored precision, parameter counts per component and the hashes A1111 shows.",
     )
     p.add_argument("file", help="A .safetensors/.ckpt checkpoint or a diffusers folder.")
-    p.add_argument(
-        "--v_parameterization",
-        action="store_true",
-        default=None,
-        help="Treat the model as v-prediction (SD2 768-v models whose file does not say so).",
-    )
+    add_v_parameterization(p)
     p.add_argument("--json", action="store_true", help="Print the report as JSON instead of text.")
     p.set_defaults(run=run)
 

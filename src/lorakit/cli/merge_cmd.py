@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_command
+from .common import add_command, add_device_option
 
 DESCRIPTION = """\
 Two jobs, chosen by --model:
@@ -119,11 +119,7 @@ def register(sub) -> None:
         help="With --new-rank: clamp the values of the new matrices to their Q quantile (sd-scripts uses 0.99), "
         "which removes rare extreme values. Default: no clamping (the exact SVD result).",
     )
-    p.add_argument(
-        "--device",
-        default="auto",
-        help="Where to compute: auto (the GPU if there is one, else the CPU), cpu, cuda or cuda:N.",
-    )
+    add_device_option(p, "compute")
     p.set_defaults(run=run)
 
 
