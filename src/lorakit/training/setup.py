@@ -106,13 +106,18 @@ CACHE_NEEDS_FROZEN = (
 
 
 def load_base(config: TrainConfig, device, log):
+    """The frozen base model, read straight into the weight dtype (the VAE in float32 where
+    half precision would break it): no float32 copy is made first."""
+    dtype = weight_dtype(config)
+    xl = model_facts(config.pretrained_model_name_or_path).family.is_xl  # the header only
+    vae_dtype = torch.float32 if config.no_half_vae or (xl and dtype == torch.float16) else dtype
     model = load_model(
         config.pretrained_model_name_or_path,
         vae=config.vae,
         v_parameterization=True if config.v_parameterization else None,
-        dtype=torch.float32,
+        dtype=dtype,
+        vae_dtype=vae_dtype,
     )
-    dtype = weight_dtype(config)
     keep_vae_fp32 = config.no_half_vae or (model.family.is_xl and dtype == torch.float16)
     for name, module in model.components.items():
         module.requires_grad_(False).eval()
