@@ -61,7 +61,7 @@ from .setup import (
     preflight,
     weight_dtype,
 )
-from .step import StepContext, TextOptions, ValidationOptions, step_loss, validation_loss
+from .step import StepContext, TextOptions, ValidationOptions, step_loss, untrained_loss, validation_loss
 from .watch import CollapseGuard, Scalars, TrainingCollapsed, plot_losses
 
 
@@ -191,9 +191,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
 
         if guard.reference is None:  # the untrained loss the collapse guard measures against
             network.eval()
-            guard.reference = validation_loss(
-                ctx, group, ValidationOptions(max_validation_steps=2), seed, runtime
-            )
+            guard.reference = untrained_loss(ctx, group, seed, runtime)
             network.train()
 
         # -- the loop
