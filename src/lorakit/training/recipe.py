@@ -59,6 +59,7 @@ from .setup import (
     load_base,
     merge_base_weights,
     preflight,
+    release_vae,
     weight_dtype,
 )
 from .step import StepContext, TextOptions, ValidationOptions, step_loss, untrained_loss, validation_loss
@@ -134,6 +135,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
         plan.warnings = check_settings(config, plan, model.family.is_xl, group.num_train_images, optim.notes)
         print_plan(config, log, model, group, method, network, plan, runtime)
         cache_images(config, model, group, validation, log)
+        release_vae(config, model, method.name, log)
         text_cache = caption_cache(config, model, group, train_text, log)
 
         # -- resume: the newest state of this same run, if asked

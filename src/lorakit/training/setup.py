@@ -255,6 +255,19 @@ def cache_images(config: TrainConfig, model, group, validation, log) -> None:
         cache_latents(validation, model.vae, sdxl=xl, to_disk=to_disk)
 
 
+def release_vae(config: TrainConfig, model, method_name: str, log) -> None:
+    """Free the VAE's weights once every latent is cached, when nothing runs it again: no
+    previews, and a method that saves its own weights only (not DreamBooth's whole model). The
+    VAE is then dead weight in memory during training, where the peak is."""
+    if not (config.cache_latents or config.cache_latents_to_disk) or config.sample_prompts:
+        return
+    if method_name != "lora":
+        return
+    freed = sum(p.numel() * p.element_size() for p in model.vae.parameters())
+    model.vae.to("meta")  # the config (scaling factor) stays; the tensors go
+    log(f"VAE freed after caching the latents ({freed / 1024**3:.2f} GB)")
+
+
 def caption_cache(config: TrainConfig, model, group, train_text: bool, log) -> TextOutputCache | None:
     """The text-encoder outputs of the captions, while the encoders are frozen: kept as batches
     come, or all encoded before training with cache_text_encoder_outputs (to disk with

@@ -97,7 +97,7 @@ def conditioning(model, captions: list[str], text: TextOptions, train_text: bool
 def _latents(model, batch: Batch, generator):
     vae = model.vae
     if batch.latents is not None:
-        latents = batch.latents.to(vae.device)
+        latents = batch.latents.to(model.unet.device)  # the VAE may be freed (setup.release_vae)
     else:
         with torch.no_grad():
             images = batch.images.to(vae.device, vae.dtype)
