@@ -250,7 +250,8 @@ def cache_images(config: TrainConfig, model, group, validation, log) -> None:
         return
     xl, to_disk = model.family.is_xl, config.cache_latents_to_disk
     stats = cache_latents(group, model.vae, sdxl=xl, to_disk=to_disk, batch_size=config.vae_batch_size)
-    log(f"latents: {stats.encoded} encoded, {stats.reused} reused from disk")
+    foreign = f" ({stats.foreign} written by sd-scripts)" if stats.foreign else ""
+    log(f"latents: {stats.encoded} encoded, {stats.reused} reused from disk{foreign}")
     if validation is not None:
         cache_latents(validation, model.vae, sdxl=xl, to_disk=to_disk)
 
