@@ -392,6 +392,7 @@ def bench_config(name: str, args, work: Path, model: Path | None, envs: dict) ->
     for round_ in range(args.runs):
         for trainer, (command, cwd) in commands.items():  # A B, A B, ...
             log = run_dir / f"{trainer}-{round_}.log"
+            clear_outputs(run_dir / "out")
             result = run_once(command, envs[trainer], cwd, run_dir / "steps.txt", log)
             runs[trainer].append(result)
             shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
@@ -399,7 +400,6 @@ def bench_config(name: str, args, work: Path, model: Path | None, envs: dict) ->
             if result["rc"] != 0 or result["steps"] < args.steps:
                 print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
                 raise SystemExit(f"{trainer} failed on config {name}: see {log}")
-            clear_outputs(run_dir / "out")
     result = {"config": name, "description": DESCRIPTIONS[name], "runs": runs, "summary": summarise(runs)}
     if args.peak_tflops:  # model-FLOP utilisation, from the median step time
         flops = model_flops(family, values["train_batch_size"], size)
