@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 from training_helpers import make_folder_dataset, write_config
 
-from lorakit.training import recipe, setup, step
+from lorakit.training import recipe, session, setup, step
 from lorakit.training.config import load_config
 
 TINY = Path(__file__).parents[1] / "src" / "lorakit" / "quickstart" / "lorakit-tiny.safetensors"
@@ -35,10 +35,10 @@ def test_freeing_the_vae_after_caching_keeps_the_lora_bit_for_bit(tmp_path, monk
         setup.release_vae(config, model, method_name, log)
         freed.append(all(p.device.type == "meta" for p in model.vae.parameters()))
 
-    monkeypatch.setattr(recipe, "release_vae", release)
+    monkeypatch.setattr(session, "release_vae", release)
     with_release = tiny_run(tmp_path, "freed")
     assert freed == [True]
-    monkeypatch.setattr(recipe, "release_vae", lambda *_: None)
+    monkeypatch.setattr(session, "release_vae", lambda *_: None)
     kept = tiny_run(tmp_path, "kept")
     assert kept.keys() == with_release.keys()
     for key in kept:
@@ -78,7 +78,7 @@ def test_the_guard_reference_in_one_call_equals_the_validation_measure(tmp_path,
         seen.append((batched, one_by_one))
         return batched
 
-    monkeypatch.setattr(recipe, "untrained_loss", both)
+    monkeypatch.setattr(session, "untrained_loss", both)
     folders = make_folder_dataset(tmp_path, images=3, repeats=1)
     body = (
         f'train_data_dir = \'{folders.as_posix()}\'\ncaption_extension = ".txt"\nresolution = "32"\n'
