@@ -460,7 +460,7 @@ def table(result: dict, steps: int) -> str:
 
     rows = [
         row(f"s/step (median of {runs} runs, steps {TIMED_FROM + 1}-{steps})", "s_per_step", "{:.2f}"),
-        row("it/s", "s_per_step", "{:.2f}", invert=True),
+        row("it/s", "s_per_step", "{:.3g}", invert=True),
         row("launch -> first optimizer step", "first_step_s", "{:.1f} s"),
         row("peak RSS", "peak_rss_gb", "{:.2f} GB"),
         row("peak CUDA memory (allocated)", "peak_cuda_gb", "{:.2f} GB"),
