@@ -78,7 +78,9 @@ def run_lorakit(checkpoint: Path, train_dir: Path, steps: int, warmup: int, prec
     return {"steps_per_s": (len(timed) - 1) / (timed[-1] - timed[0]), "peak_rss_gb": peak_rss_gb()}
 
 
-def run_reference(checkpoint: Path, train_dir: Path, steps: int, warmup: int, precision: str) -> dict:
+def run_reference(
+    checkpoint: Path, train_dir: Path, steps: int, warmup: int, precision: str, rank: int = RANK, alpha: float = RANK
+) -> dict:
     """What the diffusers example scripts do: peft LoRA on the U-Net, text encoded every step."""
     import torch
     from diffusers import DDPMScheduler
@@ -92,18 +94,19 @@ def run_reference(checkpoint: Path, train_dir: Path, steps: int, warmup: int, pr
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     unet.to(dtype)
     text_encoder.to(dtype)
-    unet.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, init_lora_weights="gaussian", target_modules=TARGETS))
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=TARGETS))
     for p in unet.parameters():
         if p.requires_grad:
             p.data = p.data.float()
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
-    files = sorted((train_dir / "1_subject").glob("*.png"))
+    files = sorted(train_dir.glob("*/*.png"))
     latents, captions = [], []
     with torch.no_grad():
         for f in files:
-            pixels = torch.tensor(list(Image.open(f).getdata()), dtype=torch.float32).view(RESOLUTION, RESOLUTION, 3)
+            picture = Image.open(f).convert("RGB")
+            pixels = torch.tensor(list(picture.getdata()), dtype=torch.float32).view(picture.height, picture.width, 3)
             image = (pixels / 127.5 - 1).permute(2, 0, 1)[None]
             latents.append(vae.encode(image).latent_dist.mean * vae.config.scaling_factor)
             captions.append(f.with_suffix(".txt").read_text())
@@ -136,7 +139,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="no", choices=["no", "bf16"])
     parser.add_argument("--out", default="benchmarks/out")
     parser.add_argument("--child", nargs=3, metavar=("IMPL", "CHECKPOINT", "TRAIN_DIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-toml", help=argparse.SUPPRESS)  # the reference side of vs_sd_scripts.py
     args = parser.parse_args(argv)
+
+    if args.child_toml:
+        import tomllib
+        import torch
+
+        torch.manual_seed(0)
+        c = tomllib.loads(Path(args.child_toml).read_text())
+        precision = "bf16" if c.get("mixed_precision") == "bf16" else "no"
+        run_reference(
+            Path(c["pretrained_model_name_or_path"]), Path(c["train_data_dir"]), c["max_train_steps"], 0,
+            precision, c.get("network_dim", RANK), c.get("network_alpha", RANK),
+        )  # fmt: skip
+        return 0
 
     if args.child:
         import torch

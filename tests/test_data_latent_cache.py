@@ -129,3 +129,31 @@ def test_another_vae_or_turning_on_flip_encodes_again(tmp_path, vae, other_vae):
 def test_caching_refuses_augmentations_that_change_each_time(tmp_path, vae, option):
     with pytest.raises(DatasetError, match="flip_aug works with caching"):
         cache_latents(make(tmp_path, **option), vae)
+
+
+def test_sd_scripts_own_files_are_read_not_encoded_again(tmp_path, vae):
+    """sd-scripts stores no lorakit key: its files are used when their shape (and flip) fit and
+    they are not older than the image; an image changed after its file is encoded again."""
+    group = make(tmp_path, flip=True)
+    for _, _, r in group.records():
+        w, h = r.bucket.reso
+        np.savez(
+            npz_path(r.path, r.bucket.reso, False),
+            latents=np.full((4, h // 2, w // 2), 7.0, np.float32),
+            latents_flipped=np.full((4, h // 2, w // 2), -7.0, np.float32),
+            original_size=np.array(r.size),
+            crop_ltrb=np.array([0, 0, w, h]),
+        )
+    counting = CountingVAE(vae)
+    stats = cache_latents(group, counting, to_disk=True)
+    assert (stats.encoded, stats.reused, stats.foreign, counting.images) == (0, 3, 3, 0)
+    for entry in group.latents.values():
+        cached = entry.load()
+        assert (cached.latents == 7.0).all() and (cached.latents_flipped == -7.0).all()
+
+    later = npz_path(group.datasets[0].records[0].path, group.datasets[0].records[0].bucket.reso, False)
+    os.utime(group.datasets[0].records[0].path, (later.stat().st_mtime + 10,) * 2)  # edited after
+    stats = cache_latents(make(tmp_path, flip=True), counting, to_disk=True)
+    assert (stats.encoded, stats.reused, stats.foreign) == (1, 2, 2)
+    stats = cache_latents(make(tmp_path, flip=True), counting, to_disk=True)  # now our own file
+    assert (stats.encoded, stats.reused, stats.foreign) == (0, 3, 2)

@@ -188,3 +188,23 @@ def test_v_parameterization_option_and_yaml_beside_the_file(tiny_checkpoints, tm
     path.with_suffix(".yaml").write_text('model:\n  params:\n    parameterization: "v"\n')
     model = load_model(path)
     assert (model.prediction_type, model.prediction_source, model.resolution) == ("v_prediction", "file", 768)
+
+
+def test_loading_in_a_dtype_equals_converting_after(tiny_checkpoints, tmp_path):
+    """Tensors are converted as they are read (no float32 copy of an fp16 file first): the
+    result must equal loading as stored and converting afterwards, bit for bit, and a VAE
+    dtype of its own must apply to the VAE only."""
+    state = {
+        k: v.half() if v.is_floating_point() else v for k, v in load_file(tiny_checkpoints["sd1"]).items()
+    }
+    path = tmp_path / "fp16.safetensors"
+    save_file(state, str(path))
+    stored = load_model(path)
+    for dtype in (torch.float32, torch.bfloat16):
+        direct = load_model(path, dtype=dtype, vae_dtype=torch.float32)
+        for name, module in direct.components.items():
+            wanted = torch.float32 if name == "vae" else dtype
+            reference = stored.components[name].state_dict()
+            for key, tensor in module.state_dict().items():
+                assert tensor.dtype == (wanted if tensor.is_floating_point() else reference[key].dtype), key
+                assert torch.equal(tensor, reference[key].to(tensor.dtype)), (name, key)

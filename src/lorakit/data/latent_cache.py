@@ -3,7 +3,8 @@
 A disk cache entry is valid for the image *content* (sha256 of the file), the bucket, the resize
 filter and background, and the VAE (a hash of its weights): a second run with other training
 options reuses it, a changed image is encoded again alone, and a cache made with another VAE is
-never used by mistake. Files keep sd-scripts' names and keys
+never used by mistake. sd-scripts' own files (no lorakit key) are read too, not encoded again.
+Files keep sd-scripts' names and keys
 (`<img>_{W:04d}x{H:04d}_sd.npz` / `_sdxl.npz`: latents, latents_flipped, alpha_mask,
 original_size, crop_ltrb) plus `lorakit_key`, so sd-scripts can read them too.
 
@@ -57,6 +58,7 @@ class LatentEntry:
 class CacheStats:
     encoded: int = 0  # images run through the VAE in this call
     reused: int = 0  # images whose valid cache file was used
+    foreign: int = 0  # of those, files sd-scripts wrote (no lorakit key)
     written: int = 0  # cache files written
 
 
@@ -120,16 +122,28 @@ def _entry_key(record: ImageRecord, vae_id: str) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
-def _valid_file(path: Path, key: str, need_flip: bool, shape: tuple[int, ...]) -> bool:
+def _valid_file(
+    path: Path, key: str, need_flip: bool, shape: tuple[int, ...], record: ImageRecord
+) -> str | None:
+    """ "lorakit" for a file of ours made from this image, bucket and VAE; "sd-scripts" for one
+    sd-scripts wrote (it stores no key), trusted as sd-scripts trusts it: the latent shape, the
+    flipped latents and the alpha mask where the run needs them, and not older than the image.
+    None: encode again."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            if "lorakit_key" not in f or str(f["lorakit_key"]) != key:
-                return False
             if need_flip and "latents_flipped" not in f:
-                return False
-            return tuple(f["latents"].shape) == shape
+                return None
+            if tuple(f["latents"].shape) != shape:
+                return None
+            if "lorakit_key" in f:
+                return "lorakit" if str(f["lorakit_key"]) == key else None
+            if record.subset.alpha_mask and "alpha_mask" not in f:
+                return None
+            if not {"original_size", "crop_ltrb"} <= set(f.files):
+                return None
+            return "sd-scripts" if path.stat().st_mtime >= record.path.stat().st_mtime else None
     except Exception:  # a damaged or foreign file is simply encoded again
-        return False
+        return None
 
 
 def check_cacheable(group: DatasetGroup) -> None:
@@ -196,9 +210,11 @@ def cache_latents(
         shape = (channels, r.bucket.reso[1] // factor, r.bucket.reso[0] // factor)
         if path is not None:
             seen_files.add(path)
-            if path.is_file() and _valid_file(path, key, need_flip, shape):
+            origin = _valid_file(path, key, need_flip, shape, r) if path.is_file() else None
+            if origin is not None:
                 group.latents[(d, i)] = LatentEntry(path=path)
                 stats.reused += 1
+                stats.foreign += origin == "sd-scripts"
                 continue
         todo.setdefault(r.bucket.reso, []).append((d, i, r, key, path))
     total = sum(len(v) for v in todo.values())

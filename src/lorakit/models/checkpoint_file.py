@@ -8,6 +8,7 @@ original tensor once converted, instead of holding the whole file in memory twic
 from __future__ import annotations
 
 import json
+import os
 import struct
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -45,7 +46,7 @@ class TensorFile(Mapping[str, torch.Tensor]):
     # -- opening -------------------------------------------------------------------------
 
     def _open_safetensors(self) -> None:
-        _check_safetensors_size(self.path)
+        self._header, self._data_start = _check_safetensors_size(self.path)
         try:
             self._safe = safe_open(str(self.path), framework="pt", device="cpu")
         except Exception as e:  # safetensors raises its own error type
@@ -89,6 +90,52 @@ class TensorFile(Mapping[str, torch.Tensor]):
     def __len__(self) -> int:
         return len(self._keys)
 
+    def read(self, key: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The tensor `key` as a fresh tensor of its own, converted to `dtype` if that is given
+        and the tensor is floating point. A `.safetensors` tensor is read with plain positional
+        reads straight into its buffer, not through the memory map: mapped pages count in the
+        process's RSS for as long as the file is open, so a 2 GB fp16 file converted to fp32
+        through the map peaks at file + model, read this way at the model alone."""
+        if self._safe is None:
+            tensor = self._tensors[key]
+            return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+        if key not in self._keys_set:
+            raise KeyError(key)
+        info = self._header[key]
+        start, end = info["data_offsets"]
+        stored = _SAFETENSORS_DTYPES.get(info["dtype"])
+        if stored is None:  # a dtype torch has no plain reader for: let safetensors do it
+            tensor = self._safe.get_tensor(key)
+            return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+        convert = dtype is not None and stored.is_floating_point and dtype != stored
+        # a conversion reads into one reused buffer: no freed temporaries left between the
+        # model's tensors, which the allocator could not give back
+        raw = self._scratch(end - start) if convert else torch.empty(end - start, dtype=torch.uint8)
+        if end > start:
+            _read_exactly(self._fd(), raw.numpy(), self._data_start + start)
+        tensor = raw.view(stored).reshape(info["shape"])
+        if convert:
+            return torch.empty(info["shape"], dtype=dtype).copy_(tensor)
+        return tensor
+
+    def _scratch(self, nbytes: int) -> torch.Tensor:
+        if getattr(self, "_buffer", None) is None or self._buffer.numel() < nbytes:
+            self._buffer = None
+            self._buffer = torch.empty(max(nbytes, 1 << 20), dtype=torch.uint8)
+        return self._buffer[:nbytes]
+
+    def close(self) -> None:
+        """Drop the read buffer and the file handle (the mapping goes with the object)."""
+        self._buffer = None
+        if getattr(self, "_file", None) is not None:
+            self._file.close()
+            self._file = None
+
+    def _fd(self) -> int:
+        if getattr(self, "_file", None) is None:
+            self._file = open(self.path, "rb")  # noqa: SIM115 - kept open for the mapping's lifetime
+        return self._file.fileno()
+
     @property
     def is_safetensors(self) -> bool:
         return self._safe is not None
@@ -109,7 +156,11 @@ def read_pickle(path: Path):
     containers only: a file that asks to run code is refused)."""
     try:
         return torch.load(
-            path, map_location="cpu", pickle_module=safe_pickle, weights_only=False, mmap=zipfile.is_zipfile(path)
+            path,
+            map_location="cpu",
+            pickle_module=safe_pickle,
+            weights_only=False,
+            mmap=zipfile.is_zipfile(path),
         )
     except UnsafeFileError as e:
         raise UnsafeFileError(f"{path}: refused: {e}") from None
@@ -121,6 +172,22 @@ def read_pickle(path: Path):
 
 
 _DTYPE_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64"}
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}  # fmt: skip
+
+
+def _read_exactly(fd: int, buffer, offset: int) -> None:
+    """Fill `buffer` (a writable numpy byte array) from `fd` at `offset`."""
+    view = memoryview(buffer).cast("B")
+    done = 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if n <= 0:
+            raise ModelError(f"unexpected end of file while reading a tensor at byte {offset + done}.")
+        done += n
 
 
 def _looks_like_safetensors(path: Path) -> bool:
@@ -129,8 +196,9 @@ def _looks_like_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{"
 
 
-def _check_safetensors_size(path: Path) -> None:
-    """Tell a truncated download apart from other damage, before the library's terse error."""
+def _check_safetensors_size(path: Path) -> tuple[dict, int]:
+    """Tell a truncated download apart from other damage, before the library's terse error.
+    Returns the header (tensor name -> dtype, shape, data_offsets) and where the data starts."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         raw = f.read(8)
@@ -156,3 +224,4 @@ def _check_safetensors_size(path: Path) -> None:
             f"({size} of {size + missing} bytes present). The download was probably interrupted; "
             "download it again."
         )
+    return header, 8 + header_len

@@ -44,13 +44,17 @@ class PrefixView:
             raise _missing(str(self.file.path), self.prefix + key)
         return self.file.shape(self.prefix + key)
 
-    def get(self, key: str) -> torch.Tensor:
-        if self._last and self._last[0] == key:  # fused q/k/v is read once for its three parts
+    def get(self, key: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The tensor, read into memory of its own (converted to `dtype` if floating point)."""
+        if self._last and self._last[0] == (key, dtype):  # fused q/k/v is read once for its three parts
             return self._last[1]
-        tensor = self.file[self.prefix + key]
+        tensor = self.file.read(self.prefix + key, dtype)
         self.used.add(self.prefix + key)
-        self._last = (key, tensor)
+        self._last = ((key, dtype), tensor)
         return tensor
+
+    def dtype(self, key: str) -> str:
+        return self.file.dtype_name(self.prefix + key)
 
 
 def load_model(
@@ -59,19 +63,23 @@ def load_model(
     vae: str | Path | None = None,
     v_parameterization: bool | None = None,
     dtype: torch.dtype | None = None,
+    vae_dtype: torch.dtype | None = None,
 ) -> StableDiffusionModel:
     """Load SD1.x / SD2.x / SDXL from `path` (a `.safetensors`/`.ckpt` file or a diffusers folder).
 
-    dtype: the dtype of the components; None keeps the dtype the file stores.
+    dtype: the dtype of the components; None keeps the dtype the file stores. vae_dtype: the
+    VAE's, if other (a float32 VAE beside an fp16 U-Net). Each tensor is converted as it is read,
+    so the model is never in memory twice.
     v_parameterization: force v-prediction (True) or epsilon (False); None reads it from the file.
     """
     path = Path(path)
+    vae_dtype = vae_dtype or dtype
     if path.is_dir():
-        model = _load_diffusers(path, dtype)
+        model = _load_diffusers(path, dtype, vae_dtype)
     else:
-        model = _load_single_file(path, dtype)
+        model = _load_single_file(path, dtype, vae_dtype=vae_dtype)
     if vae is not None:
-        model.vae = load_vae(vae, model.family, dtype)
+        model.vae = load_vae(vae, model.family, vae_dtype)
     if v_parameterization is not None:
         model.prediction_type = "v_prediction" if v_parameterization else "epsilon"
         model.prediction_source = "option"
@@ -142,7 +150,9 @@ def load_structure(path: str | Path) -> StableDiffusionModel:
     return _load_single_file(path, None, weights=False)
 
 
-def _load_single_file(path: Path, dtype: torch.dtype | None, weights: bool = True) -> StableDiffusionModel:
+def _load_single_file(
+    path: Path, dtype: torch.dtype | None, weights: bool = True, vae_dtype: torch.dtype | None = None
+) -> StableDiffusionModel:
     file = TensorFile(path)
     source = str(path)
     family = detect(file.keys(), source)
@@ -166,10 +176,15 @@ def _load_single_file(path: Path, dtype: torch.dtype | None, weights: bool = Tru
     vae_view = PrefixView(file, family.vae_prefix, used)
     vae = _build(lambda: AutoencoderKL.from_config(infer.vae_config(family, vae_view.keys, vae_view.shape)))
     if weights:
-        _fill(vae, vae_view, vae_keys.key_map(vae.state_dict().keys(), vae.config), dtype, source)
+        _fill(
+            vae, vae_view, vae_keys.key_map(vae.state_dict().keys(), vae.config), vae_dtype or dtype, source
+        )
 
     skipped = [k for k in file if k.startswith("model_ema.")]
-    extras = {k: file[k] for k in file if k not in used and not k.startswith("model_ema.")} if weights else {}
+    extras = (
+        {k: file.read(k) for k in file if k not in used and not k.startswith("model_ema.")} if weights else {}
+    )
+    file.close()
     prediction, told = prediction_type_of(file, path)
     model = StableDiffusionModel(
         family=family,
@@ -216,22 +231,28 @@ def _build(factory):
 
 
 def _fill(model: torch.nn.Module, view: PrefixView, key_map: KeyMap, dtype, source: str) -> None:
+    """Assign the file's tensors to a model built on the meta device, each read and converted
+    to its final dtype (`dtype`, or the file's most common one) on its own."""
     expected = model.state_dict()
-    state = {}
-    for key, (original, op) in key_map.items():
+    for original, _ in key_map.values():
         if original not in view:
             raise _missing(source, view.prefix + original)
-        tensor = to_diffusers(view.get(original), op)
-        if tuple(tensor.shape) != tuple(expected[key].shape):
+    target = dtype or _common_dtype(view.dtype(original) for original, _ in key_map.values())
+    state = {}
+    for key, (original, op) in key_map.items():
+        if tuple(shape := _diffusers_shape(view, original, op)) != tuple(expected[key].shape):
             raise ModelError(
-                f"{source}: tensor '{view.prefix}{original}' has shape {tuple(tensor.shape)}, expected "
+                f"{source}: tensor '{view.prefix}{original}' has shape {tuple(shape)}, expected "
                 f"{tuple(expected[key].shape)}. The file mixes parts of different models or is damaged."
             )
-        state[key] = tensor
-    target = dtype or _common_dtype(state)
-    state = {k: v.to(target) if v.is_floating_point() else v for k, v in state.items()}
+        state[key] = to_diffusers(view.get(original, target), op)
     model.load_state_dict(state, strict=True, assign=True)
     model.eval().requires_grad_(False)
+
+
+def _diffusers_shape(view: PrefixView, original: str, op) -> torch.Size:
+    """The shape `to_diffusers` gives the tensor, found on a meta tensor (nothing is read)."""
+    return to_diffusers(torch.empty(view.shape(original), device="meta"), op).shape
 
 
 def _missing(source: str, key: str) -> ModelError:
@@ -241,8 +262,13 @@ def _missing(source: str, key: str) -> ModelError:
     )
 
 
-def _common_dtype(state: Mapping[str, torch.Tensor]) -> torch.dtype:
-    counts = Counter(t.dtype for t in state.values() if t.is_floating_point())
+_FLOAT_NAMES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+
+
+def _common_dtype(names) -> torch.dtype:
+    """The most common floating dtype among the file's dtype names (`F16`, `torch.float16`...)."""
+    dtypes = [_FLOAT_NAMES.get(n) or getattr(torch, str(n).removeprefix("torch."), None) for n in names]
+    counts = Counter(d for d in dtypes if isinstance(d, torch.dtype) and d.is_floating_point)
     return counts.most_common(1)[0][0] if counts else torch.float32
 
 
@@ -310,7 +336,9 @@ def load_vae(path: str | Path, family: Family, dtype: torch.dtype | None = None)
 # -- diffusers folder -------------------------------------------------------------------------
 
 
-def _load_diffusers(folder: Path, dtype: torch.dtype | None) -> StableDiffusionModel:
+def _load_diffusers(
+    folder: Path, dtype: torch.dtype | None, vae_dtype: torch.dtype | None = None
+) -> StableDiffusionModel:
     source = str(folder)
     index_file = folder / "model_index.json"
     if not index_file.exists():
@@ -334,7 +362,8 @@ def _load_diffusers(folder: Path, dtype: torch.dtype | None) -> StableDiffusionM
         )
     else:
         family = SD2 if encoders[0].config.hidden_act == "gelu" else SD1
-    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **kwargs)
+    vae_kwargs = {**kwargs, "torch_dtype": vae_dtype} if vae_dtype is not None else kwargs
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **vae_kwargs)
     for m in [unet, vae, *encoders]:
         m.eval().requires_grad_(False)
     tokenizers = [

@@ -37,7 +37,7 @@ from .outputs import lock_folder
 from .saving import Saver
 from .session import Log, Outputs, Parts, announce_ignored, end_record, open_outputs, set_up, start_position
 from .setup import Runtime, build_data, preflight
-from .step import ValidationOptions, step_loss
+from .step import step_loss
 from .watch import TrainingCollapsed, plot_losses
 
 
@@ -80,7 +80,7 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
         pos, resumed_from = start_position(parts, log)
         out = open_outputs(parts, pos, resumed_from, writes, save_files, log)
         if parts.guard.reference is None:  # the untrained loss the collapse guard measures against
-            parts.guard.reference = parts.validate(parts.group, ValidationOptions(max_validation_steps=2))
+            parts.guard.reference = parts.untrained_loss()
         group, network, plan, ctx, update = parts.group, parts.network, parts.plan, parts.ctx, parts.update
         params = parts.params
 

@@ -32,8 +32,16 @@ from .outputs import check_owner
 from .plan import check_settings, estimate_memory_gb, format_steps, plan_steps
 from .previews import PreviewOptions, Previews
 from .saving import SaveOptions, Saver
-from .setup import Runtime, cache_images, caption_cache, load_base, merge_base_weights, weight_dtype
-from .step import StepContext, TextOptions, ValidationOptions, validation_loss
+from .setup import (
+    Runtime,
+    cache_images,
+    caption_cache,
+    load_base,
+    merge_base_weights,
+    release_vae,
+    weight_dtype,
+)
+from .step import StepContext, TextOptions, ValidationOptions, untrained_loss, validation_loss
 from .watch import CollapseGuard, Scalars
 
 
@@ -87,6 +95,14 @@ class Parts:
         self.network.train()
         return value
 
+    def untrained_loss(self) -> float | None:
+        """The collapse guard's reference: the untrained loss of the first batch, in one batched
+        U-Net call (step.untrained_loss), with the network in eval mode."""
+        self.network.eval()
+        value = untrained_loss(self.ctx, self.group, self.seed, self.runtime)
+        self.network.train()
+        return value
+
 
 def set_up(
     config: TrainConfig, method, runtime: Runtime, folder: RunFolder, group, validation, facts, seed, log
@@ -114,6 +130,7 @@ def set_up(
     plan.warnings = check_settings(config, plan, model.family.is_xl, group.num_train_images, optim.notes)
     print_plan(config, log, model, group, method, network, plan, runtime)
     cache_images(config, model, group, validation, log)
+    release_vae(config, model, method.name, log)
     text_cache = caption_cache(config, model, group, train_text, log)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     ctx = StepContext(

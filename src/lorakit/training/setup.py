@@ -106,13 +106,18 @@ CACHE_NEEDS_FROZEN = (
 
 
 def load_base(config: TrainConfig, device, log):
+    """The frozen base model, read straight into the weight dtype (the VAE in float32 where
+    half precision would break it): no float32 copy is made first."""
+    dtype = weight_dtype(config)
+    xl = model_facts(config.pretrained_model_name_or_path).family.is_xl  # the header only
+    vae_dtype = torch.float32 if config.no_half_vae or (xl and dtype == torch.float16) else dtype
     model = load_model(
         config.pretrained_model_name_or_path,
         vae=config.vae,
         v_parameterization=True if config.v_parameterization else None,
-        dtype=torch.float32,
+        dtype=dtype,
+        vae_dtype=vae_dtype,
     )
-    dtype = weight_dtype(config)
     keep_vae_fp32 = config.no_half_vae or (model.family.is_xl and dtype == torch.float16)
     for name, module in model.components.items():
         module.requires_grad_(False).eval()
@@ -245,9 +250,23 @@ def cache_images(config: TrainConfig, model, group, validation, log) -> None:
         return
     xl, to_disk = model.family.is_xl, config.cache_latents_to_disk
     stats = cache_latents(group, model.vae, sdxl=xl, to_disk=to_disk, batch_size=config.vae_batch_size)
-    log(f"latents: {stats.encoded} encoded, {stats.reused} reused from disk")
+    foreign = f" ({stats.foreign} written by sd-scripts)" if stats.foreign else ""
+    log(f"latents: {stats.encoded} encoded, {stats.reused} reused from disk{foreign}")
     if validation is not None:
         cache_latents(validation, model.vae, sdxl=xl, to_disk=to_disk)
+
+
+def release_vae(config: TrainConfig, model, method_name: str, log) -> None:
+    """Free the VAE's weights once every latent is cached, when nothing runs it again: no
+    previews, and a method that saves its own weights only (not DreamBooth's whole model). The
+    VAE is then dead weight in memory during training, where the peak is."""
+    if not (config.cache_latents or config.cache_latents_to_disk) or config.sample_prompts:
+        return
+    if method_name != "lora":
+        return
+    freed = sum(p.numel() * p.element_size() for p in model.vae.parameters())
+    model.vae.to("meta")  # the config (scaling factor) stays; the tensors go
+    log(f"VAE freed after caching the latents ({freed / 1024**3:.2f} GB)")
 
 
 def caption_cache(config: TrainConfig, model, group, train_text: bool, log) -> TextOutputCache | None:

@@ -97,7 +97,7 @@ def conditioning(model, captions: list[str], text: TextOptions, train_text: bool
 def _latents(model, batch: Batch, generator):
     vae = model.vae
     if batch.latents is not None:
-        latents = batch.latents.to(vae.device)
+        latents = batch.latents.to(model.unet.device)  # the VAE may be freed (setup.release_vae)
     else:
         with torch.no_grad():
             images = batch.images.to(vae.device, vae.dtype)
@@ -172,3 +172,37 @@ def validation_loss(
                 )
                 losses.append(loss.item())
     return sum(losses) / len(losses) if losses else None
+
+
+def untrained_loss(ctx: StepContext, group: DatasetGroup, seed: int, runtime) -> float | None:
+    """The collapse guard's reference: the loss of the first batch at the fixed validation
+    timesteps with fixed noise, all timesteps in one U-Net call. One batched forward instead of
+    one per batch and timestep: on a full-size model on a CPU the reference cost several
+    training steps' time before the first step."""
+    refs = group.epoch_batches(1)[:1]
+    if not refs:
+        return None
+    model, dtype = ctx.model, ctx.unet_dtype
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    n = len(VALIDATION_TIMESTEPS)
+    with torch.no_grad(), runtime.autocast():
+        batch = group.load_batch(refs[0])
+        latents = _latents(model, batch, generator).float()
+        hidden, pooled = conditioning(model, batch.captions, ctx.text, train_text=False)
+        b = latents.shape[0]
+        timesteps = torch.tensor(VALIDATION_TIMESTEPS, dtype=torch.long).repeat_interleave(b)
+        noise = torch.cat([torch.randn(latents.shape, generator=generator).to(latents) for _ in range(n)])
+        latents = latents.repeat(n, *[1] * (latents.dim() - 1))
+        added = _added_conditioning(model, batch, pooled, dtype)
+        if added is not None:
+            added = {k: v.repeat(n, *[1] * (v.dim() - 1)) for k, v in added.items()}
+        pred = model.unet(
+            ctx.scheduler.add_noise(latents, noise, timesteps).to(dtype),
+            timesteps.to(latents.device),
+            hidden.repeat(n, 1, 1).to(dtype),
+            added_cond_kwargs=added,
+        ).sample
+        loss = training_loss(
+            pred.float(), target(ctx.scheduler, latents, noise, timesteps), timesteps, ctx.scheduler, ctx.loss
+        )
+    return loss.item()
