@@ -17,10 +17,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import venv
 from pathlib import Path
+from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
@@ -35,6 +37,16 @@ def has_nvidia_gpu() -> bool:
     try:
         return subprocess.run([smi, "-L"], capture_output=True, timeout=20).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def reachable(url: str, timeout: float = 5.0) -> bool:
+    """Whether `url`'s host answers at all: pip retries an unreachable index five times per
+    package, which costs minutes on a machine that reaches only PyPI or a local mirror."""
+    try:
+        socket.create_connection((urlparse(url).hostname, 443), timeout=timeout).close()
+        return True
+    except OSError:
         return False
 
 
@@ -74,6 +86,13 @@ def ensure_environment(extras: list[str]) -> Path:
     print(f"installing {TORCH}, {where}", flush=True)
     # the CPU wheels are offered beside PyPI's; pip takes the +cpu one where the index answers
     cpu = [] if gpu or sys.platform != "linux" else ["--extra-index-url", CPU_INDEX]
+    if cpu and not reachable(CPU_INDEX):
+        print(
+            f"note: {urlparse(CPU_INDEX).hostname} cannot be reached: torch comes from PyPI or your pip "
+            "index instead (on Linux PyPI's build brings CUDA libraries, a larger download)",
+            flush=True,
+        )
+        cpu = []
     run(python, "-m", "pip", "install", "-q", TORCH, *cpu)
     target = f".[{','.join(extras)}]" if extras else "."
     run(python, "-m", "pip", "install", "-q", "-e", target)

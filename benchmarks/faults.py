@@ -223,7 +223,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", default=str(HERE / "out" / "faults.json"))
     parser.add_argument("--keep", action="store_true", help="keep the trial folders")
+    parser.add_argument(
+        "--configs", default=",".join(CONFIGS), help=f"which kill configs, comma-separated (default {','.join(CONFIGS)})"
+    )
     args = parser.parse_args()
+    kinds = [k for k in args.configs.split(",") if k]
+    unknown = [k for k in kinds if k not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown config {unknown[0]!r}: choose from {', '.join(CONFIGS)}")
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="lorakit-faults-"))
     began = time.time()
@@ -232,11 +239,17 @@ def main() -> None:
         "trials_per_config": args.trials,
         "configs": {},
     }
-    for kind in CONFIGS:
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for kind in kinds:
         final, seconds = reference(root / kind, kind)
-        trials = [random_trial(root / kind, kind, final, seconds, rng, i) for i in range(args.trials)]
+        trials = []
+        for i in range(args.trials):
+            trials.append(random_trial(root / kind, kind, final, seconds, rng, i))
+            print(f"{kind} trial {i + 1}/{args.trials}: exact {trials[-1]['exact']}", flush=True)
         points = [point_trial(root / kind, kind, final, p) for p in POINTS]
         report["configs"][kind] = {"reference_seconds": round(seconds, 1), "random": trials, "points": points}
+        out.write_text(json.dumps(report, indent=2))  # what is done so far, should the run be cut short
         print(f"{kind}: {sum(t['exact'] for t in trials)}/{len(trials)} random kills and "
               f"{sum(p['exact'] for p in points)}/{len(points)} fault points resumed exactly", flush=True)  # fmt: skip
     report["full_disk"] = full_disk(root)
@@ -245,8 +258,7 @@ def main() -> None:
     report["bad_values"] = bad_values(root)
     report["seconds"] = round(time.time() - began)
     print_tally(report)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2))
+    out.write_text(json.dumps(report, indent=2))
     print(f"\nJSON: {args.json}")
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)

@@ -419,9 +419,12 @@ def test_dataset_listing_check_and_tag_edits(api, workspace):
     assert listing["caption_extension"] == ".txt" and len(listing["images"]) == 2
     first = listing["images"][0]
     assert first["subset"] == "train/1_sks star" and first["tags"][0] == "sks"
-    check = api.get(
-        "/api/dataset/check", params={"location": "datasets/star/train", "resolution": "64"}
-    ).json()
+    where = {"location": "datasets/star/train", "resolution": "64"}
+    # sd-scripts' default caption_extension is .caption: .txt captions stop it, with the fix named
+    unset = api.get("/api/dataset/check", params=where).json()
+    assert not unset["ready"] and "caption_extension" in unset["text"] and ".txt" in unset["text"]
+    # the Datasets page sends the extension the listing found, as here
+    check = api.get("/api/dataset/check", params={**where, "caption_extension": ".txt"}).json()
     assert check["ready"] and check["train_images"] == 2 and "steps per epoch" in check["text"]
     stats = api.get("/api/dataset/tags", params={"location": "datasets/star"}).json()
     assert {"tag": "sks", "count": 2} in stats["tags"]

@@ -496,3 +496,28 @@ def test_two_thousand_pictures_stay_smooth(ui, tmp_path):
         again = api.get("/api/thumb", params={"location": "datasets/many/1_many/0003.png", "size": 160})
     assert again.headers["x-thumbnail-cache"] == "hit"
     browser.close()
+
+
+def test_the_api_docs_render_with_no_network(ui, tmp_path):
+    """/docs is Swagger UI from files the package serves: with every other host cut off, the
+    page still lists the API (FastAPI's default loads Swagger UI from a CDN: blank offline)."""
+    server, playwright, _ = ui
+    browser = open_browser(playwright, tmp_path / "profile")
+    page = browser.new_page()
+    elsewhere: list[str] = []
+
+    def only_this_server(route):
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_this_server)
+    page.goto(f"{server.url}/docs")
+    page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)
+    assert "lorakit" in page.inner_text(".swagger-ui .info .title")
+    assert page.locator(".swagger-ui .opblock").count() >= 30
+    assert elsewhere == []  # nothing was asked of another host
+    Shots(tmp_path / "shots")(page, "api-docs")
+    browser.close()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_command
 from .tag_cmd import add_folder_options, print_result, run_on_folder
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "caption",
         help="Write a sentence caption for every image with BLIP, Florence-2 or GIT (like sd-scripts' make_captions.py).",
         description="Caption every image of DIR and write NAME.caption beside it. BLIP uses the defaults of "

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .common import add_command, add_v_parameterization
+
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "convert",
         help="Convert a checkpoint between single-file (A1111) and diffusers layouts, or change precision.",
         description="Convert a checkpoint between the single-file layout A1111 and ComfyUI use and a "
@@ -28,12 +31,7 @@ def register(sub) -> None:
         "bf16 is as small with a wider range. Default: keep the input's precision.",
     )
     p.add_argument("--vae", help="A VAE file to bake into the output instead of the model's own VAE.")
-    p.add_argument(
-        "--v_parameterization",
-        action="store_true",
-        default=None,
-        help="Mark the model as v-prediction (SD2 768-v models whose file does not say so).",
-    )
+    add_v_parameterization(p, "Mark")
     p.set_defaults(run=run)
 
 

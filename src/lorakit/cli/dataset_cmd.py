@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .common import add_actions, add_command
+
 
 def add_dataset_options(p: argparse.ArgumentParser) -> None:
     """The sd-scripts dataset options of the command line (same names as in sd-scripts)."""
@@ -73,13 +75,15 @@ def dataset_options(args: argparse.Namespace) -> dict:
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "dataset",
         help="Check a dataset before training: images, captions, buckets, steps, problems.",
         description="Work with training datasets: kohya-style folders (10_name) or sd-scripts dataset config files.",
     )
-    dsub = p.add_subparsers(dest="dataset_command", metavar="ACTION", title="actions")
-    c = dsub.add_parser(
+    dsub = add_actions(p, "dataset_command")
+    c = add_command(
+        dsub,
         "check",
         help="Show what training will use, and every problem with its file.",
         description="Read a train folder (with folders like 10_name inside) or a dataset config (.toml), "

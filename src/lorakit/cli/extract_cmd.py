@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_command, add_device_option
+
 DESCRIPTION = """\
 Make a LoRA that reproduces the difference between a fine-tuned checkpoint and the model it
 was trained from: applying the LoRA to --base approximates --tuned. Each layer's difference is
@@ -19,7 +21,8 @@ Example: lorakit extract --base sd15.safetensors --tuned anime.safetensors --dim
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "extract",
         help="Make a LoRA from the difference between a fine-tuned checkpoint and its base.",
         description=DESCRIPTION,
@@ -80,11 +83,7 @@ def register(sub) -> None:
         choices=["fp16", "bf16", "fp32", "float"],
         help="Stored precision of the LoRA. Default: fp32.",
     )
-    p.add_argument(
-        "--device",
-        default="auto",
-        help="Where to compute the SVD: auto (the GPU if there is one, else the CPU), cpu, cuda or cuda:N.",
-    )
+    add_device_option(p, "compute the SVD")
     p.set_defaults(run=run)
 
 

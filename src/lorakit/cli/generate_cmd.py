@@ -7,17 +7,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from .common import add_command, add_v_parameterization
+
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="The base model: a .safetensors/.ckpt checkpoint or a diffusers folder.")
     p.add_argument("--vae", help="A separate VAE file to use instead of the model's own.")
-    p.add_argument(
-        "--v_parameterization",
-        "--v-parameterization",
-        action="store_true",
-        default=None,
-        help="Treat the model as v-prediction (SD2 768-v models whose file does not say so).",
-    )
+    add_v_parameterization(p, "Treat", "--v-parameterization")
     p.add_argument("--device", default="auto", help="cuda, cpu, mps, or auto (the GPU if there is one).")
     p.add_argument(
         "--precision",
@@ -110,7 +106,8 @@ def add_generation_options(p: argparse.ArgumentParser, batch: bool = True) -> No
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "generate",
         help="Make images with a model and LoRA files (A1111 samplers and PNG info).",
         description="Make images from a base model with LoRA/LyCORIS files applied by lorakit's own code, "

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .common import add_command
 from .generate_cmd import (
     add_generation_options,
     add_model_extras,
@@ -22,7 +23,8 @@ AXIS_HELP = (
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "grid",
         help="Compare epochs, weights, samplers... in one labelled image (A1111 X/Y/Z plot).",
         description="Render an X/Y/Z plot: the same image varied along up to three axes, as one labelled PNG "

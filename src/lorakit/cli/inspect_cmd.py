@@ -6,21 +6,19 @@ import argparse
 import json
 from pathlib import Path
 
+from .common import add_command, add_v_parameterization
+
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "inspect",
         help="Show what a model or LoRA file is: family, prediction type, sizes, hashes.",
         description="Show what a checkpoint (or diffusers folder) is: its family (SD1.x, SD2.x, SDXL), "
         "prediction type, stored precision, parameter counts per component and the hashes A1111 shows.",
     )
     p.add_argument("file", help="A .safetensors/.ckpt checkpoint or a diffusers folder.")
-    p.add_argument(
-        "--v_parameterization",
-        action="store_true",
-        default=None,
-        help="Treat the model as v-prediction (SD2 768-v models whose file does not say so).",
-    )
+    add_v_parameterization(p)
     p.add_argument("--json", action="store_true", help="Print the report as JSON instead of text.")
     p.set_defaults(run=run)
 

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_command
 from .train_cmd import add_option_flags, overrides
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "lr-find",
         help="Find a good learning rate: a short run with D-Adaptation, then suggested rates for AdamW and Lion.",
-        usage="lorakit lr-find CONFIG [--steps N] [--optimizer NAME] [--option VALUE ...]",
         description="Runs your training config for a few hundred steps with an optimizer that finds its own "
         "step size (D-Adaptation or Prodigy) at learning rate 1 and a constant schedule, plots the step size it "
         "settles on, and prints unet_lr / text_encoder_lr to use with AdamW (that value) and Lion (a third of it). "
         "If the loss diverges in that run, it says so and suggests nothing. The run happens in a temporary "
         "folder: the only file written is the plot, OUTPUT_DIR/OUTPUT_NAME-lr-find.png.",
+        usage="lorakit lr-find CONFIG [--steps N] [--optimizer NAME] [--option VALUE ...]",
     )
     p.add_argument("config", help="Your training config (TOML).")
     p.add_argument(

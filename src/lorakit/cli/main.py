@@ -1,5 +1,6 @@
 """The `lorakit` command: a thin face over the library. Each subcommand lives in its own module
-with `register(subparsers)`, which adds its parser and sets `run(args) -> int`."""
+with `register(subparsers)`, which adds its parser (`common.add_command`) and sets
+`run(args) -> int`."""
 
 from __future__ import annotations
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_command, add_device_option
+
 DESCRIPTION = """\
 Two jobs, chosen by --model:
 
@@ -49,7 +51,8 @@ LORA_HELP = (
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "merge",
         help="Merge LoRAs into a checkpoint (in little memory), or several LoRAs into one.",
         description=DESCRIPTION,
@@ -116,11 +119,7 @@ def register(sub) -> None:
         help="With --new-rank: clamp the values of the new matrices to their Q quantile (sd-scripts uses 0.99), "
         "which removes rare extreme values. Default: no clamping (the exact SVD result).",
     )
-    p.add_argument(
-        "--device",
-        default="auto",
-        help="Where to compute: auto (the GPU if there is one, else the CPU), cpu, cuda or cuda:N.",
-    )
+    add_device_option(p, "compute")
     p.set_defaults(run=run)
 
 

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_actions, add_command
+
 SHOW_FILES = 20
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "prep",
         help="Prepare images for training (resize and crop into a new folder).",
         description="Prepare training images. The source folder is never changed.",
     )
-    psub = p.add_subparsers(dest="prep_command", metavar="ACTION", title="actions")
-    r = psub.add_parser(
+    psub = add_actions(p, "prep_command")
+    r = add_command(
+        psub,
         "resize",
         help="Shrink images to a maximum size and crop them to multiples of 64, into a new folder.",
         description="Copy a folder of images into a new folder, shrinking every image whose area is larger "

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_command
+
 
 def register(sub) -> None:
     from ..quickstart.run import ALGORITHMS, MEASURED_TIME
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "quickstart",
         help=f"Try the whole routine on any computer ({MEASURED_TIME} on a 2-core CPU): a small built-in model "
         "learns a new colour.",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_command, add_device_option
+
 DESCRIPTION = """\
 Make a LoRA smaller (for example rank 128 -> 32) while keeping as much of what it learned as
 that rank can hold. Each module is decomposed by SVD and cut to the new rank; alpha is
@@ -21,7 +23,8 @@ Example: lorakit resize big.safetensors --new-rank 32 --out small.safetensors
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "resize",
         help="Lower a LoRA's rank (e.g. 128 -> 32) by SVD, keeping its strength.",
         description=DESCRIPTION,
@@ -65,11 +68,7 @@ def register(sub) -> None:
         choices=["fp16", "bf16", "fp32", "float"],
         help="Stored precision of the result. Default: the precision of the input file.",
     )
-    p.add_argument(
-        "--device",
-        default="auto",
-        help="Where to compute the SVD: auto (the GPU if there is one, else the CPU), cpu, cuda or cuda:N.",
-    )
+    add_device_option(p, "compute the SVD")
     p.add_argument("--quiet", action="store_true", help="Print only the summary, not one line per module.")
     p.set_defaults(run=run)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .common import add_command
+
 SHOW_FILES = 20
 TOP_TAGS = 10
 
@@ -52,7 +54,8 @@ def add_folder_options(p: argparse.ArgumentParser, extension: str) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "tag",
         help="Write a tag file for every image with a WD14 tagger (like sd-scripts' tag_images_by_wd14_tagger.py).",
         description="Tag every image of DIR with a WD14-family tagger and write NAME.txt beside it, with the "

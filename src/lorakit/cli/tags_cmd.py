@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_actions, add_command
+
 SHOW_FILES = 20
 
 
-def _common(p: argparse.ArgumentParser, edits: bool = True) -> None:
+def _folder_options(p: argparse.ArgumentParser, edits: bool = True) -> None:
     p.add_argument("folder", help="Folder with the caption files (beside the images).")
     p.add_argument(
         "--caption_extension",
@@ -24,23 +26,32 @@ def _common(p: argparse.ArgumentParser, edits: bool = True) -> None:
         p.add_argument("--dry-run", action="store_true", help="Only show what would change; write nothing.")
 
 
+def _edit_action(tsub, name: str, help: str, description: str) -> argparse.ArgumentParser:
+    """An action that changes the captions: the folder options, then run_edit does `name`."""
+    p = add_command(tsub, name, help=help, description=description)
+    _folder_options(p)
+    p.set_defaults(run=run_edit, action=name)
+    return p
+
+
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "tags",
         help="Edit tags in caption files: add a trigger word, remove, replace, dedup, count.",
         description="Edit the tags of every caption file in a folder. Before any change the old files are "
         "copied to FOLDER/.lorakit-backup/, so 'lorakit tags restore FOLDER' can undo it. "
         "Use --dry-run to see the changes first.",
     )
-    tsub = p.add_subparsers(dest="tags_command", metavar="ACTION", title="actions")
+    tsub = add_actions(p, "tags_command")
 
-    a = tsub.add_parser(
+    a = _edit_action(
+        tsub,
         "add",
         help="Put tags (e.g. a trigger word) at the front of every caption, once.",
         description="Put the given tags at the front of every caption, in the given order. A tag that is "
         "already somewhere in the caption is moved, not repeated.",
     )
-    _common(a)
     a.add_argument("tags", nargs="+", help="Tags to add, e.g. 'sks dog'. Quote a tag that has spaces.")
     a.add_argument("--end", action="store_true", help="Put the tags at the end instead of the front.")
     a.add_argument(
@@ -48,47 +59,45 @@ def register(sub) -> None:
         action="store_true",
         help="Also create a caption file with these tags for images that have none.",
     )
-    a.set_defaults(run=run_edit, action="add")
 
-    r = tsub.add_parser(
+    r = _edit_action(
+        tsub,
         "remove",
         help="Remove tags from every caption.",
         description="Remove the given tags from every caption.",
     )
-    _common(r)
     r.add_argument("tags", nargs="+", help="Tags to remove, exactly as written in the captions.")
-    r.set_defaults(run=run_edit, action="remove")
 
-    rp = tsub.add_parser(
+    rp = _edit_action(
+        tsub,
         "replace",
         help="Replace one tag by another in every caption.",
         description="Replace OLD by NEW where OLD appears.",
     )
-    _common(rp)
     rp.add_argument("old", help="The tag to replace.")
     rp.add_argument("new", help="The tag to put in its place.")
-    rp.set_defaults(run=run_edit, action="replace")
 
-    d = tsub.add_parser(
+    _edit_action(
+        tsub,
         "dedup",
         help="Remove repeated tags inside each caption.",
         description="Keep only the first copy of each tag.",
     )
-    _common(d)
-    d.set_defaults(run=run_edit, action="dedup")
 
-    s = tsub.add_parser(
+    s = add_command(
+        tsub,
         "stats",
         help="Show how many captions use each tag.",
         description="Count, for each tag, the caption files that have it.",
     )
-    _common(s, edits=False)
+    _folder_options(s, edits=False)
     s.add_argument(
         "--top", type=int, default=50, metavar="N", help="Show this many tags (0 = all). Default: 50."
     )
     s.set_defaults(run=run_stats)
 
-    u = tsub.add_parser(
+    u = add_command(
+        tsub,
         "restore",
         help="Undo a tags change: put a backup back.",
         description="Copy the files of a backup in FOLDER/.lorakit-backup/ back (the newest one unless --backup is given), "

@@ -6,6 +6,7 @@ import argparse
 
 from ..training.control import ACTIONS
 from ..training.options import OPTIONS, SECTIONS
+from .common import add_command
 
 _SECTION_TITLES = {
     "model": "base model",
@@ -51,10 +52,9 @@ def overrides(args: argparse.Namespace) -> dict:
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "train",
-        usage="lorakit train CONFIG [--print-config] [--option VALUE ...]\n"
-        "       lorakit train [CONFIG] --control {sample,save,stop} [--output_dir DIR]",
         help="Train a LoRA from a config file (lorakit or sd-scripts TOML).",
         description="Train a LoRA (or LoCon, LoHa, LoKr, DyLoRA) on a Stable Diffusion checkpoint. CONFIG is a "
         "TOML file: lorakit's own or the one sd-scripts takes with --config_file (lora-scripts configs work too). "
@@ -62,6 +62,8 @@ def register(sub) -> None:
         "the plan (images, repeats, steps, memory) and warns about risky settings. While it runs, "
         "'lorakit train CONFIG --control save' (from another terminal) asks it to save now; the run "
         "writes its progress as JSON lines to OUTPUT_DIR/events.jsonl.",
+        usage="lorakit train CONFIG [--print-config] [--option VALUE ...]\n"
+        "       lorakit train [CONFIG] --control {sample,save,stop} [--output_dir DIR]",
     )
     p.add_argument("config", nargs="?", help="The TOML config file.")
     p.add_argument(

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_command
+
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "ui",
         help="Start the web UI server: a job queue, live training progress and a JSON API.",
         description="Serve lorakit in the browser and to scripts. Jobs (trainings, grids, merges, ...) wait in a "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -240,30 +241,52 @@ class Generator:
     @torch.no_grad()
     def __call__(self, settings: GenerationSettings) -> list[GeneratedImage]:
         s = self.resolve(settings)
-        self.networks.use(s.loras)
         seeds = [s.seed + i for i in range(s.batch)]
+        images = self._run(s, [s.prompt], seeds)
+        return [GeneratedImage(image, seed, self.parameters(s, seed)) for image, seed in zip(images, seeds)]
+
+    @torch.no_grad()
+    def draw(self, settings: GenerationSettings, prompts: Sequence[str], seeds: Sequence[int], scheduler=None):
+        """One picture per (prompt, seed), drawn together under `settings` (its prompt, seed and
+        batch are not used). Each picture's starting noise comes from its own seed, so a picture
+        depends only on its prompt, seed and settings, not on what else is in the batch: the
+        quickstart scores hundreds of pictures this way. `scheduler`: a diffusers scheduler to
+        use instead of the named sampler (the quickstart's own)."""
+        if len(prompts) != len(seeds):
+            raise GenerationError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt.")
+        if not prompts:
+            return []
+        s = self.resolve(replace(settings, prompt=prompts[0], seed=int(seeds[0]), batch=1))
+        return self._run(s, list(prompts), [int(seed) for seed in seeds], scheduler)
+
+    def _run(self, s: GenerationSettings, prompts: list[str], seeds: list[int], scheduler=None) -> list[Image.Image]:
+        """The pipeline on resolved settings: one prompt for all seeds, or one prompt per seed."""
+        self.networks.use(s.loras)  # before the prompts are encoded: a LoRA may change the text encoder
+        texts = [self.conditioning(replace(s, prompt=prompt)) for prompt in prompts]
+        if len({t["prompt_embeds"].shape for t in texts}) > 1:  # prompts of different lengths: one by one
+            return [image for p, seed in zip(prompts, seeds) for image in self._run(s, [p], [seed], scheduler)]
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         latents = self._initial_latents(s, generators)
-        sampler = find_sampler(s.sampler)
-        self.pipe.scheduler = make_scheduler(sampler, self.model.noise_scheduler().config, seeds)
-        kwargs = {}
-        timesteps = sampler_timesteps(sampler, s.steps)
-        if timesteps is not None:
-            kwargs["timesteps"] = timesteps
+        kwargs = {"num_inference_steps": s.steps}
+        if scheduler is not None:
+            self.pipe.scheduler = scheduler
         else:
-            kwargs["num_inference_steps"] = s.steps
-        kwargs.update(self.conditioning(s))
-        images = self.pipe(
+            sampler = find_sampler(s.sampler)
+            self.pipe.scheduler = make_scheduler(sampler, self.model.noise_scheduler().config, seeds)
+            timesteps = sampler_timesteps(sampler, s.steps)
+            if timesteps is not None:
+                kwargs = {"timesteps": timesteps}
+        kwargs.update({key: torch.cat([t[key] for t in texts]) for key in texts[0]})
+        return self.pipe(
             guidance_scale=s.cfg,
             width=s.width,
             height=s.height,
-            num_images_per_prompt=s.batch,
+            num_images_per_prompt=len(seeds) // len(prompts),
             generator=generators,
             latents=latents,
             output_type="pil",
             **kwargs,
         ).images
-        return [GeneratedImage(image, seed, self.parameters(s, seed)) for image, seed in zip(images, seeds)]
 
     def conditioning(self, s: GenerationSettings) -> dict[str, torch.Tensor]:
         """The pipeline's text inputs: prompt and negative prompt encoded as A1111 encodes them (or

@@ -90,35 +90,45 @@ def vae_config(family: Family, keys: list[str], shape: Shape) -> dict[str, Any]:
     return config
 
 
-def clip_l_config(base: dict[str, Any], keys: list[str], shape: Shape) -> dict[str, Any]:
-    """`keys` are CLIP keys without their file prefix (with or without `text_model.`)."""
-    keys = [k.removeprefix("text_model.") for k in keys]
-    vocab, width = shape("embeddings.token_embedding.weight")
+def _text_config(
+    base: dict[str, Any], token_embedding: tuple[int, ...], positions: int, layers: int, intermediate: int
+) -> dict[str, Any]:
+    """`base` with the sizes of a CLIP text encoder, which both layouts store under their own names."""
+    vocab, width = token_embedding
     config = dict(base)
     config.update(
         vocab_size=vocab,
         hidden_size=width,
         num_attention_heads=_heads(width),
-        max_position_embeddings=shape("embeddings.position_embedding.weight")[0],
-        num_hidden_layers=len(_indices(keys, r"encoder\.layers\.(\d+)\.")),
-        intermediate_size=shape("encoder.layers.0.mlp.fc1.weight")[0],
+        max_position_embeddings=positions,
+        num_hidden_layers=layers,
+        intermediate_size=intermediate,
     )
     return config
+
+
+def clip_l_config(base: dict[str, Any], keys: list[str], shape: Shape) -> dict[str, Any]:
+    """`keys` are CLIP keys without their file prefix (with or without `text_model.`)."""
+    keys = [k.removeprefix("text_model.") for k in keys]
+    return _text_config(
+        base,
+        shape("embeddings.token_embedding.weight"),
+        positions=shape("embeddings.position_embedding.weight")[0],
+        layers=len(_indices(keys, r"encoder\.layers\.(\d+)\.")),
+        intermediate=shape("encoder.layers.0.mlp.fc1.weight")[0],
+    )
 
 
 def open_clip_config(base: dict[str, Any], keys: list[str], shape: Shape, drop_last: bool) -> dict[str, Any]:
     """OpenCLIP layout. SD2 uses the penultimate layer, so its last layer is dropped (`drop_last`),
     as diffusers does; the dropped tensors are kept aside and written back on save."""
-    vocab, width = shape("token_embedding.weight")
     layers = len(_indices(keys, r"transformer\.resblocks\.(\d+)\."))
-    config = dict(base)
-    config.update(
-        vocab_size=vocab,
-        hidden_size=width,
-        num_attention_heads=_heads(width),
-        max_position_embeddings=shape("positional_embedding")[0],
-        num_hidden_layers=layers - 1 if drop_last else layers,
-        intermediate_size=shape("transformer.resblocks.0.mlp.c_fc.weight")[0],
+    config = _text_config(
+        base,
+        shape("token_embedding.weight"),
+        positions=shape("positional_embedding")[0],
+        layers=layers - 1 if drop_last else layers,
+        intermediate=shape("transformer.resblocks.0.mlp.c_fc.weight")[0],
     )
     if "text_projection" in keys:
         config["projection_dim"] = shape("text_projection")[1]

@@ -55,17 +55,24 @@ def add_in_original(target: torch.Tensor, delta: torch.Tensor, op: Op) -> None:
         target += delta.reshape(target.shape)
 
 
-class CheckpointWeights:
+class _Weights:
+    """What both kinds of weights give: the model, its family and its layers."""
+
+    def __init__(self, path: Path, model: StableDiffusionModel):
+        self.path = path
+        self.model = model
+        self.family = model.family
+        self.index = LayerIndex.for_model(model)
+
+
+class CheckpointWeights(_Weights):
     """A single-file checkpoint read layer by layer; `model` has meta-device components."""
 
     streamed = True
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.model = load_structure(self.path)
-        self.family = self.model.family
+        super().__init__(Path(path), load_structure(Path(path)))
         self.reader = TensorReader(self.path)
-        self.index = LayerIndex.for_model(self.model)
         self._last: tuple[str, torch.Tensor] | None = None
 
     def key(self, layer: Layer) -> tuple[str, Op]:
@@ -83,16 +90,13 @@ class CheckpointWeights:
         return to_diffusers(self._last[1], op)
 
 
-class LoadedWeights:
+class LoadedWeights(_Weights):
     """The same interface over a model loaded in memory (a diffusers folder)."""
 
     streamed = False
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.model = load_model(self.path)
-        self.family = self.model.family
-        self.index = LayerIndex.for_model(self.model)
+        super().__init__(Path(path), load_model(Path(path)))
 
     def weight(self, layer: Layer) -> torch.Tensor:
         return layer.module.weight.detach()

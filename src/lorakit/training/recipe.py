@@ -15,54 +15,30 @@ with a state, so a resumed run continues exactly like an uninterrupted one.
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from ..data import format_plan, make_plan
 from ..errors import LorakitError
-from ..runs import RunFolder, RunRecord
+from ..runs import RunFolder
 from ..utils import faults
 from . import checkpointing as ckpt
 from .checkpointing import RngState
-from .config import TrainConfig, optimizer_args, to_toml
-from .control import ControlPoller, StopRequested
-from .events import EventLog
+from .config import TrainConfig
+from .control import StopRequested
 from .interrupts import StopRequest
-from .loss import LossOptions
-from .metadata import new_session_id, training_metadata
 from .methods import method_for
-from .noise import NoiseOptions, training_scheduler
-from .optim import (
-    UpdateOptions,
-    create_optimizer,
-    create_scheduler,
-    effective_lrs,
-    fuse_backward,
-    is_schedule_free,
-)
-from .options import NOT_IDENTITY
-from .outputs import check_owner, lock_folder
-from .plan import check_settings, estimate_memory_gb, format_steps, plan_steps
-from .previews import PreviewOptions, Previews
-from .saving import SaveOptions, Saver
-from .setup import (
-    Runtime,
-    build_data,
-    cache_images,
-    caption_cache,
-    load_base,
-    merge_base_weights,
-    preflight,
-    weight_dtype,
-)
-from .step import StepContext, TextOptions, ValidationOptions, step_loss, validation_loss
-from .watch import CollapseGuard, Scalars, TrainingCollapsed, plot_losses
+from .optim import UpdateOptions, effective_lrs
+from .outputs import lock_folder
+from .saving import Saver
+from .session import Log, Outputs, Parts, announce_ignored, end_record, open_outputs, set_up, start_position
+from .setup import Runtime, build_data, preflight
+from .step import ValidationOptions, step_loss
+from .watch import TrainingCollapsed, plot_losses
 
 
 @dataclass
@@ -79,18 +55,6 @@ class TrainResult:
     samples: list[Path] = field(default_factory=list)
     network: torch.nn.Module | None = None  # the trained network, still applied to `model`
     model: object | None = None
-
-
-class Log:
-    """Prints on the main process only (and through tqdm, so progress bars stay intact)."""
-
-    def __init__(self, main: bool, quiet: bool = False):
-        self.main, self.quiet = main, quiet
-
-    def __call__(self, *lines: str) -> None:
-        if self.main and not self.quiet:
-            for line in lines:
-                tqdm.write(line)
 
 
 def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bool = True) -> TrainResult:
@@ -111,90 +75,14 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
     for problem in group.problems.warnings:
         log(str(problem))
     with lock_folder(folder, log) if writes else nullcontext():
-        # -- setup
-        torch.manual_seed(seed)
-        model = load_base(config, runtime.device, log)
-        faults.point("setup")
-        merge_base_weights(config, model, log)
-        group, validation = method.prepare_data(model, group, validation, facts.resolution, seed, log)
-        network = method.build(model, log).to(runtime.device)
-        train_text = method.prepare(model, network)
-        plan = plan_steps(
-            group.steps_per_epoch, sum(len(i) for ds in group.datasets for i in ds.buckets.values()),
-            config.train_batch_size, config.max_train_steps, config.max_train_epochs,
-            config.gradient_accumulation_steps, runtime.num_processes,
-        )  # fmt: skip
-        optim = create_optimizer(
-            config.optimizer_type, method.param_groups(network), config.learning_rate, optimizer_args(config)
-        )
-        checks, update = ValidationOptions.from_config(config), UpdateOptions.from_config(config)
-        if update.fused_backward_pass:
-            fuse_backward(optim.optimizer, update.max_grad_norm)
-        lr_scheduler = create_scheduler(optim, config, plan.total_steps)
-        plan.warnings = check_settings(config, plan, model.family.is_xl, group.num_train_images, optim.notes)
-        print_plan(config, log, model, group, method, network, plan, runtime)
-        cache_images(config, model, group, validation, log)
-        text_cache = caption_cache(config, model, group, train_text, log)
-
-        # -- resume: the newest state of this same run, if asked
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        guard = CollapseGuard()
-        identity = run_identity(config, folder, seed, group)
-        pos, resumed_from = resume(
-            config, folder, identity, network, optim.optimizer, lr_scheduler, generator, group, guard, log
-        )
-        if optim.relative_step is False and is_schedule_free(optim.name):
-            optim.optimizer.train()
-
-        # -- what the loop writes
-        if writes:
-            check_owner(folder, resuming=resumed_from is not None, overwrite=config.overwrite, log=log)
-            folder.config_copy.write_text(to_toml(config))
-        record = start_record(
-            config, folder, model, group, plan, resumed=resumed_from is not None, write=writes
-        )
-        events = EventLog(folder.events, enabled=writes)
-        controls = ControlPoller(folder.root, enabled=writes and runtime.num_processes == 1)
-        events.plan(
-            plan.warnings, pos.step, total_steps=plan.total_steps, epochs=plan.epochs,
-            steps_per_epoch=plan.steps_per_epoch, batch_size=config.train_batch_size,
-            images=group.num_train_images, output_name=folder.name, resumed_from=resumed_from,
-        )  # fmt: skip
-        tensorboard = Scalars(
-            Path(config.logging_dir or folder.logs) if config.log_with == "tensorboard" and writes else None
-        )
-        previews = Previews(
-            PreviewOptions.from_config(config), model, network, folder, runtime, tensorboard, log, events
-        )
-        session, started = new_session_id(), time.time()
-        metadata = partial(
-            training_metadata, config, model, group, plan, session_id=session, started_at=started,
-            model_hash=None, vae_hash=None,
-        )  # fmt: skip
-        saver = Saver(
-            SaveOptions.from_config(config), folder, network, optim.optimizer, lr_scheduler, guard, group, record,
-            runtime, lambda epoch, step: metadata(epoch=epoch, step=step), identity, plan.total_steps, plan.epochs,
-            events, enabled=save_files,
-        )  # fmt: skip
-        ctx = StepContext(
-            model, training_scheduler(model, config.zero_terminal_snr), NoiseOptions.from_config(config),
-            LossOptions.from_config(config), TextOptions.from_config(config), generator, train_text, text_cache,
-            method.caption_transform(),
-        )  # fmt: skip
-        params = [p for p in network.parameters() if p.requires_grad]
-
-        def validate() -> float | None:
-            network.eval()
-            value = validation_loss(ctx, validation, checks, config.validation_seed or seed, runtime)
-            network.train()
-            return value
-
-        if guard.reference is None:  # the untrained loss the collapse guard measures against
-            network.eval()
-            guard.reference = validation_loss(
-                ctx, group, ValidationOptions(max_validation_steps=2), seed, runtime
-            )
-            network.train()
+        # -- setup, resume, and what the loop writes
+        parts = set_up(config, method, runtime, folder, group, validation, facts, seed, log)
+        pos, resumed_from = start_position(parts, log)
+        out = open_outputs(parts, pos, resumed_from, writes, save_files, log)
+        if parts.guard.reference is None:  # the untrained loss the collapse guard measures against
+            parts.guard.reference = parts.validate(parts.group, ValidationOptions(max_validation_steps=2))
+        group, network, plan, ctx, update = parts.group, parts.network, parts.plan, parts.ctx, parts.update
+        params = parts.params
 
         # -- the loop
         log("", f"training: {plan.total_steps} steps, {plan.epochs} epochs. Output: {folder.root}")
@@ -202,139 +90,153 @@ def train(config: TrainConfig, quiet: bool = False, on_step=None, save_files: bo
             total=plan.total_steps, initial=pos.step, desc="steps", dynamic_ncols=True,
             disable=not runtime.is_main_process or quiet,
         )  # fmt: skip
-        previews.at_start(pos.step)
+        out.previews.at_start(pos.step)
         method.at_step(pos.step, ctx)
         network.train()
         accumulate = update.gradient_accumulation_steps
-        validation_steps: list[tuple[int, float]] = []
-        try:
-            with StopRequest() as stop:
-                while pos.step < plan.total_steps and pos.epoch <= plan.epochs:
-                    batches_in_epoch = len(group.epoch_refs(pos.epoch, shard=runtime.shard))
-                    batches = group.loader(
-                        pos.epoch, pos.done, config.max_data_loader_n_workers, shard=runtime.shard,
-                        first_step=pos.step, accumulation=accumulate,
-                    )  # fmt: skip
-                    pending: list[float] = []  # losses of the micro-batches since the last step
-                    for index, batch in enumerate(batches, start=pos.done):
-                        faults.point("step")
-                        with runtime.autocast():
-                            loss = step_loss(ctx, batch)
-                        (loss / accumulate).backward()
-                        pending.append(loss.item())
-                        if len(pending) < accumulate and index + 1 < batches_in_epoch:
-                            continue
-                        pos.updating = True  # a hard stop now would leave a half-applied step: no state then
-                        optimizer_step(params, optim.optimizer, lr_scheduler, network, update, runtime)
-                        pos.updating = False
-                        method.at_step(pos.step + 1, ctx)
-                        current = sum(pending) / len(pending)
-                        pos.step, pos.done = pos.step + 1, index + 1
-                        pos.epoch_losses += pending
-                        pos.losses.append((pos.step, current))
-                        pos.rng, pending = RngState.capture(generator), []
-                        guard.check(current, pos.step)
-                        lrs = effective_lrs(optim.optimizer)
-                        events.step(pos.step, plan.total_steps, pos.epoch, current, lrs)
-                        progress.update(1)
-                        progress.set_postfix(epoch=pos.epoch, loss=f"{current:.4f}", lr=f"{lrs[0]:.2e}")
-                        tensorboard.log(
-                            step_scalars(current, pos.epoch_losses, optim.optimizer, lrs), pos.step
-                        )
-                        if on_step is not None:
-                            on_step(pos.step, current, lrs)
-                        previews.after_step(pos.step)
-                        if validation is not None and checks.at_step(pos.step):
-                            value = validate()
-                            tensorboard.log({"loss/validation/step_current": value}, pos.step)
-                            events.emit(
-                                "validation", step=pos.step, epoch=pos.epoch, loss=value, every="step"
-                            )
-                            validation_steps.append((pos.step, value))
-                        saver.after_step(pos)
-                        controls.serve(
-                            sample=lambda: previews.draw(f"{pos.step:06d}", pos.step),
-                            save=lambda: saver.now(pos),
-                        )
-                        if stop.requested:
-                            raise KeyboardInterrupt
-                        if pos.step >= plan.total_steps:
-                            break
-
-                    # end of the epoch
-                    epoch_loss = (
-                        sum(pos.epoch_losses) / len(pos.epoch_losses) if pos.epoch_losses else float("nan")
+        with ending(parts, out, pos, progress, log), StopRequest() as stop:
+            while pos.step < plan.total_steps and pos.epoch <= plan.epochs:
+                batches_in_epoch = len(group.epoch_refs(pos.epoch, shard=runtime.shard))
+                batches = group.loader(
+                    pos.epoch, pos.done, config.max_data_loader_n_workers, shard=runtime.shard,
+                    first_step=pos.step, accumulation=accumulate,
+                )  # fmt: skip
+                pending: list[float] = []  # losses of the micro-batches since the last step
+                for index, batch in enumerate(batches, start=pos.done):
+                    faults.point("step")
+                    with runtime.autocast():
+                        loss = step_loss(ctx, batch)
+                    (loss / accumulate).backward()
+                    pending.append(loss.item())
+                    if len(pending) < accumulate and index + 1 < batches_in_epoch:
+                        continue
+                    pos.updating = True  # a hard stop now would leave a half-applied step: no state then
+                    optimizer_step(
+                        params, parts.optim.optimizer, parts.lr_scheduler, network, update, runtime
                     )
-                    val = validate() if checks.at_epoch(pos.epoch) else None
-                    scalars = {"loss/epoch_average": epoch_loss}
-                    if val is not None:
-                        scalars["loss/validation/epoch_average"] = val
-                    tensorboard.log(scalars, pos.epoch)
-                    last = pos.step >= plan.total_steps or pos.epoch >= plan.epochs
-                    file = saver.after_epoch(pos, last)
-                    previews.after_epoch(pos.epoch, pos.step, last)
-                    if val is not None:
-                        events.emit("validation", step=pos.step, epoch=pos.epoch, loss=val, every="epoch")
-                    events.emit(
-                        "epoch",
-                        epoch=pos.epoch,
-                        step=pos.step,
-                        loss=epoch_loss,
-                        validation_loss=val,
-                        file=file,
-                    )
-                    record.data.update(losses=pos.losses, validation_steps=validation_steps)
-                    record.add_epoch(pos.epoch, pos.step, epoch_loss, val, file.name if file else None)
-                    saver.update_record()
-                    log(
-                        f"epoch {pos.epoch}/{plan.epochs}: loss {epoch_loss:.4f}"
-                        + (f", validation loss {val:.4f}" if val is not None else "")
-                        + (f", saved {file}" if file else "")
-                    )
-                    pos.epoch, pos.done, pos.epoch_losses = pos.epoch + 1, 0, []
+                    pos.updating = False
+                    method.at_step(pos.step + 1, ctx)
+                    current = sum(pending) / len(pending)
+                    pos.step, pos.done = pos.step + 1, index + 1
+                    pos.epoch_losses += pending
+                    pos.losses.append((pos.step, current))
+                    pos.rng, pending = RngState.capture(parts.generator), []
+                    parts.guard.check(current, pos.step)
+                    after_step(parts, out, pos, current, progress, on_step)
                     if stop.requested:
                         raise KeyboardInterrupt
-        except KeyboardInterrupt as interrupt:
-            status = "stopped" if isinstance(interrupt, StopRequested) else "interrupted"
-            state = None if pos.updating else saver.interrupted(pos)
-            end_record(record, status, pos)
-            events.end(status, step=pos.step, state=state)
-            log(stopped_message(state, pos, saver))
-            raise
-        except TrainingCollapsed as error:
-            end_record(record, "collapsed", pos, error=str(error), last_good_file=guard.good)
-            events.emit("collapse", step=pos.step, message=str(error), last_good_file=guard.good)
-            events.end("collapsed", step=pos.step, error=str(error))
-            raise
-        except (LorakitError, OSError) as error:
-            end_record(record, "failed", pos, error=str(error))
-            events.end("failed", step=pos.step, error=str(error))
-            raise
-        except BaseException as error:
-            events.end("failed", step=pos.step, error=f"{type(error).__name__}: {error}")
-            raise
-        finally:
-            progress.close()
-            tensorboard.close()
+                    if pos.step >= plan.total_steps:
+                        break
+                finish_epoch(parts, out, pos, log)
+                if stop.requested:
+                    raise KeyboardInterrupt
 
         # -- finish
-        guard.finished()
-        plot = plot_losses(pos.losses, record.data["epochs"], folder.loss_plot, folder.name) if writes else None
+        parts.guard.finished()
+        plot = (
+            plot_losses(pos.losses, out.record.data["epochs"], folder.loss_plot, folder.name)
+            if writes
+            else None
+        )
         final = folder.final_file
         end_record(
-            record, "finished", pos, loss_plot=str(plot) if plot else None, final_file=str(final),
-            seconds=round(time.time() - started, 1), last_good_file=guard.good,
+            out.record, "finished", pos, loss_plot=str(plot) if plot else None, final_file=str(final),
+            seconds=round(time.time() - out.started, 1), last_good_file=parts.guard.good,
         )  # fmt: skip
-        saver.update_record()
-        events.end("finished", step=pos.step, final_file=final if final.exists() else None, loss_plot=plot)
-    log(f"done: {final}", f"loss plot: {plot}", f"run record: {record.path}")
+        out.saver.update_record()
+        out.events.end(
+            "finished", step=pos.step, final_file=final if final.exists() else None, loss_plot=plot
+        )
+    log(f"done: {final}", f"loss plot: {plot}", f"run record: {out.record.path}")
     return TrainResult(
-        folder.root, final if final.exists() else None, saver.epoch_files, pos.step, pos.epoch - 1,
-        pos.losses, plan.total_steps, record.path, plot, samples=previews.files, network=network, model=model,
+        folder.root, final if final.exists() else None, out.saver.epoch_files, pos.step, pos.epoch - 1,
+        pos.losses, plan.total_steps, out.record.path, plot, samples=out.previews.files, network=network,
+        model=parts.model,
     )  # fmt: skip
 
 
 # -- the parts of the loop --------------------------------------------------------------------
+
+
+def after_step(parts: Parts, out: Outputs, pos: ckpt.Position, current: float, progress, on_step) -> None:
+    """Everything that follows an optimizer step: the progress bar, events and TensorBoard, the
+    caller's hook, previews, validation and saves on their schedules, then control requests."""
+    lrs = effective_lrs(parts.optim.optimizer)
+    out.events.step(pos.step, parts.plan.total_steps, pos.epoch, current, lrs)
+    progress.update(1)
+    progress.set_postfix(epoch=pos.epoch, loss=f"{current:.4f}", lr=f"{lrs[0]:.2e}")
+    out.tensorboard.log(step_scalars(current, pos.epoch_losses, parts.optim.optimizer, lrs), pos.step)
+    if on_step is not None:
+        on_step(pos.step, current, lrs)
+    out.previews.after_step(pos.step)
+    if parts.validation is not None and parts.checks.at_step(pos.step):
+        value = parts.validate()
+        out.tensorboard.log({"loss/validation/step_current": value}, pos.step)
+        out.events.emit("validation", step=pos.step, epoch=pos.epoch, loss=value, every="step")
+        out.validation_steps.append((pos.step, value))
+    out.saver.after_step(pos)
+    out.controls.serve(
+        sample=lambda: out.previews.draw(f"{pos.step:06d}", pos.step, f"at step {pos.step} (asked for)"),
+        save=lambda: out.saver.now(pos),
+    )
+
+
+def finish_epoch(parts: Parts, out: Outputs, pos: ckpt.Position, log) -> None:
+    """The end of an epoch: its mean loss, validation, the epoch file and previews on their
+    schedules, run.json and the log line; then the position moves to the next epoch."""
+    epoch_loss = sum(pos.epoch_losses) / len(pos.epoch_losses) if pos.epoch_losses else float("nan")
+    val = parts.validate() if parts.checks.at_epoch(pos.epoch) else None
+    scalars = {"loss/epoch_average": epoch_loss}
+    if val is not None:
+        scalars["loss/validation/epoch_average"] = val
+    out.tensorboard.log(scalars, pos.epoch)
+    last = pos.step >= parts.plan.total_steps or pos.epoch >= parts.plan.epochs
+    file = out.saver.after_epoch(pos, last)
+    out.previews.after_epoch(pos.epoch, pos.step, last)
+    if val is not None:
+        out.events.emit("validation", step=pos.step, epoch=pos.epoch, loss=val, every="epoch")
+    out.events.emit("epoch", epoch=pos.epoch, step=pos.step, loss=epoch_loss, validation_loss=val, file=file)
+    out.record.data.update(losses=pos.losses, validation_steps=out.validation_steps)
+    out.record.add_epoch(pos.epoch, pos.step, epoch_loss, val, file.name if file else None)
+    out.saver.update_record()
+    log(
+        f"epoch {pos.epoch}/{parts.plan.epochs}: loss {epoch_loss:.4f}"
+        + (f", validation loss {val:.4f}" if val is not None else "")
+        + (f", saved {file}" if file else "")
+    )
+    pos.epoch, pos.done, pos.epoch_losses = pos.epoch + 1, 0, []
+
+
+@contextmanager
+def ending(parts: Parts, out: Outputs, pos: ckpt.Position, progress, log):
+    """How a run that does not finish ends: stopped or interrupted (a state saved when the
+    weights are whole), collapsed (the last good file named), or failed; each recorded in
+    run.json and the event log before the error goes on to the caller."""
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        status = "stopped" if isinstance(interrupt, StopRequested) else "interrupted"
+        state = None if pos.updating else out.saver.interrupted(pos)
+        end_record(out.record, status, pos)
+        out.events.end(status, step=pos.step, state=state)
+        log(stopped_message(state, pos, out.saver))
+        raise
+    except TrainingCollapsed as error:
+        good = parts.guard.good
+        end_record(out.record, "collapsed", pos, error=str(error), last_good_file=good)
+        out.events.emit("collapse", step=pos.step, message=str(error), last_good_file=good)
+        out.events.end("collapsed", step=pos.step, error=str(error))
+        raise
+    except (LorakitError, OSError) as error:
+        end_record(out.record, "failed", pos, error=str(error))
+        out.events.end("failed", step=pos.step, error=str(error))
+        raise
+    except BaseException as error:
+        out.events.end("failed", step=pos.step, error=f"{type(error).__name__}: {error}")
+        raise
+    finally:
+        progress.close()
+        out.tensorboard.close()
 
 
 def optimizer_step(params, optimizer, lr_scheduler, network, update: UpdateOptions, runtime) -> None:
@@ -377,87 +279,6 @@ def step_scalars(current: float, epoch_losses: list[float], optimizer, lrs: list
     return scalars
 
 
-# -- setup and resume -------------------------------------------------------------------------
-
-
-def announce_ignored(config: TrainConfig, log) -> None:
-    if config.save_model_as in ("ckpt", "pt"):
-        log(
-            f"note: save_model_as = {config.save_model_as}: lorakit writes .safetensors (safe to load, read by every client)."
-        )
-    for key, why in config.ignored.items():
-        log(f"note: '{key}' is ignored: {why}.")
-
-
-def print_plan(config: TrainConfig, log, model, group, method, network, plan, runtime) -> None:
-    """The step arithmetic, the network, precision, device and a memory figure, then warnings."""
-    trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)
-    memory = estimate_memory_gb(
-        sum(model.parameter_counts().values()),
-        weight_dtype(config).itemsize,
-        trainable,
-        config.train_batch_size,
-        group.datasets[0].resolution[0],
-        config.gradient_checkpointing,
-    )
-    world = runtime.num_processes
-    log("", format_plan(make_plan(group)), "")
-    log(*format_steps(plan))
-    log(
-        f"trains:           {method.describe(network)}",
-        f"precision:        {config.mixed_precision} (base weights {weight_dtype(config)}, trained "
-        f"{next(p for p in network.parameters() if p.requires_grad).dtype})",
-        f"device:           {runtime.device}" + (f" x {world} processes" if world > 1 else ""),
-        f"memory estimate:  about {memory:.1f} GB (rough)",
-    )
-    for warning in plan.warnings:
-        log(f"warning: {warning}")
-
-
-def run_identity(config: TrainConfig, folder: RunFolder, seed: int, group) -> ckpt.RunIdentity:
-    options = {k: v for k, v in config.values.items() if k not in NOT_IDENTITY}
-    return ckpt.RunIdentity(folder.name, seed, group.fingerprint(), options)
-
-
-def resume(config, folder, identity, network, optimizer, lr_scheduler, generator, group, guard, log):
-    """The position to start from: the beginning, or where the chosen state stopped (its
-    network, optimizer, schedule and random generators restored). `resume = "auto"` takes only
-    a state of this same run and says which others it passed over and why."""
-    if not config.resume:
-        return ckpt.Position(rng=ckpt.RngState.capture(generator)), None
-    if config.resume == "auto":
-        state_dir, skipped = ckpt.latest_state(folder, identity)
-        for reason in skipped:
-            log(f"resume: passed over {reason}")
-        if state_dir is None:
-            raise ckpt.StateError(
-                f"resume = auto: no saved state of '{folder.name}' in {folder.root}"
-                + (" that belongs to this run (see above)" if skipped else "")
-                + ", so there is nothing to continue and nothing was trained. Start without --resume for a "
-                "new run. To be able to resume later, set save_state = true: a state is then saved with "
-                "each epoch file and when you press Ctrl-C."
-            )
-    else:
-        state_dir = Path(config.resume)
-        for difference in identity.differences(ckpt.read_info(state_dir).get("identity", {})):
-            log(f"note: resuming {state_dir.name}, which was saved with {difference}")
-    state, rng = ckpt.load_state(state_dir, network, optimizer, lr_scheduler)
-    if state.data.get("fingerprint"):
-        group.resume_position(state.data)  # refuses another dataset or seed
-    rng.restore(generator)
-    extra = state.extra
-    pos = ckpt.Position(
-        state.epoch, state.step, state.batches_done, list(extra.get("epoch_losses", [])),
-        [tuple(x) for x in extra.get("losses", [])], rng,
-    )  # fmt: skip
-    guard.load_state_dict(extra.get("guard", {}))
-    log(
-        f"resumed from {state_dir}: epoch {pos.epoch}, step {pos.step}"
-        + (f", batch {pos.done}" if pos.done else "")
-    )
-    return pos, state_dir
-
-
 def stopped_message(state: Path | None, pos: ckpt.Position, saver: Saver) -> str:
     if state is not None:
         return f"stopped at step {pos.step}: state saved in {state}; continue with --resume auto."
@@ -466,58 +287,3 @@ def stopped_message(state: Path | None, pos: ckpt.Position, saver: Saver) -> str
     if not saver.writes:
         return "stopped."
     return "stopped before the first step: nothing to resume."
-
-
-def end_record(record: RunRecord, status: str, pos: ckpt.Position, **extra) -> None:
-    """The run's end in run.json, written even when the disk that failed it is full (then only
-    in memory: the error message already says what happened)."""
-    record.data.update(losses=pos.losses)
-    try:
-        record.finish(status, steps=pos.step, **extra)
-    except OSError:
-        pass
-
-
-def start_record(
-    config: TrainConfig, folder: RunFolder, model, group, plan, resumed: bool, write: bool
-) -> RunRecord:
-    """run.json for this run (continued when resuming). Without `write` it lives in memory only."""
-    if not write:
-        return InMemoryRecord(folder.root, {"epochs": [], "files": [], "losses": []})
-    return RunRecord.start(
-        folder.root,
-        resumed=resumed,
-        config=dict(config.values),
-        dataset={
-            "train_images": group.num_train_images,
-            "reg_images": group.num_reg_images,
-            "captions": group.caption_sources(),
-            "buckets": {f"{w}x{h}": n for (w, h), n in group.bucket_histogram().items()},
-        },
-        plan={
-            "steps_per_epoch": plan.steps_per_epoch,
-            "epochs": plan.epochs,
-            "total_steps": plan.total_steps,
-            "batch_size": config.train_batch_size,
-            "warnings": plan.warnings,
-        },
-        model={
-            "path": str(config.pretrained_model_name_or_path),
-            "family": model.family.name,
-            "prediction_type": model.prediction_type,
-            "resolution": model.resolution,
-        },
-        output_name=folder.name,
-        base_model=str(Path(config.pretrained_model_name_or_path).resolve()),
-        v_parameterization=model.prediction_type == "v_prediction",
-        clip_skip=config.clip_skip,
-        sample_prompts=str(Path(config.sample_prompts).resolve()) if config.sample_prompts else None,
-        sample_sampler=config.sample_sampler,
-    )
-
-
-class InMemoryRecord(RunRecord):
-    """The record of a run that writes no files (`save_files=False`: the learning-rate finder)."""
-
-    def write(self) -> None:
-        pass

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi_offline import FastAPIOffline
 
 from .. import __version__
 from ..errors import LorakitError
@@ -54,7 +55,8 @@ def create_app(workspace: Workspace, token: str | None = None, run_jobs: bool = 
         yield
         runner.close()
 
-    app = FastAPI(
+    # /docs with Swagger UI's files served from the package, not a CDN: it works offline
+    app = FastAPIOffline(
         title="lorakit",
         version=__version__,
         description=DESCRIPTION,
