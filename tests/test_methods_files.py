@@ -5,6 +5,7 @@ by its key list built by hand from the layer structure, and its math against a c
 done here."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -318,3 +319,18 @@ def test_generate_applies_a_hypernetwork_with_its_strength(tiny_checkpoints, tmp
     assert (
         torch.tensor(list(Image.open(zero).getdata())) == torch.tensor(list(Image.open(none).getdata()))
     ).all()
+
+
+# -- the README's examples -------------------------------------------------------------------------
+
+
+def test_the_readme_examples_of_each_method_are_configs_lorakit_reads(tmp_path):
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```toml\n(.*?)```", text, re.S) if "training_type" in b]
+    kinds = []
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"{i}.toml"
+        path.write_text(block, encoding="utf-8")
+        config = load_config(path)  # every name known, every value valid
+        kinds.append(config.training_type)
+    assert kinds == ["dreambooth", "textual_inversion", "lora", "hypernetwork"]
