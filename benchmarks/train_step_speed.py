@@ -32,13 +32,16 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def make_inputs(folder: Path) -> tuple[Path, Path]:
+def make_inputs(folder: Path, write_model: bool = True) -> tuple[Path, Path]:
+    """The random SD1.5 file (unless `write_model` is off: then only its path) and 4 random pictures."""
     import torch
     from PIL import Image
 
     from lorakit.models.tiny import write_checkpoint
 
-    checkpoint = write_checkpoint(folder / "sd15-random.safetensors", "sd1", size="full", dtype=torch.float16)
+    checkpoint = folder / "sd15-random.safetensors"
+    if write_model:
+        write_checkpoint(checkpoint, "sd1", size="full", dtype=torch.float16)
     images = folder / "train" / "1_subject"
     images.mkdir(parents=True)
     g = torch.Generator().manual_seed(0)

@@ -140,6 +140,32 @@ def test_options_carry_chinese_help_common_flags_and_choices(api):
     assert [p["id"] for p in api.get("/api/presets").json()][0] == "character-sd15-8"
 
 
+def test_the_form_offers_every_training_method_with_its_options_in_both_languages(api):
+    """The method is one select of the form, made from the option table like every other option
+    (issue 21); each method's own options are in its section, with help in English and Chinese."""
+    table = api.get("/api/options").json()
+    rows = {o["name"]: o for o in table["options"]}
+    method = rows["training_type"]
+    assert method["choices"] == ["lora", "dreambooth", "textual_inversion", "hypernetwork"]
+    assert method["common"] and method["default"] == "lora" and "method" in table["sections"]
+    assert (
+        "dreambooth" in method["help"] and "dreambooth" in method["help_zh"] and "训练" in method["help_zh"]
+    )
+    own = [o for o in table["options"] if o["section"] == "method"]
+    names = {o["name"] for o in own}
+    assert {
+        "token_string",
+        "init_word",
+        "class_prompt",
+        "train_embeddings",
+        "hypernetwork_layer_structure",
+    } <= names
+    for o in own:
+        assert o["help"].strip() and re.search(r"[\u4e00-\u9fff]", o["help_zh"]), o["name"]
+    assert rows["hypernetwork_activation_func"]["choices"][:2] == ["linear", "relu"]
+    assert "diffusers" in rows["save_model_as"]["choices"]  # DreamBooth's other layout
+
+
 def test_plan_gives_steps_per_folder_the_total_and_the_cli_warnings(api):
     config = train_config("p", epochs=3).replace("network_alpha = 4", "network_alpha = 16")
     plan = api.post("/api/config/plan", json={"config": config}).json()

@@ -10,13 +10,22 @@ from pathlib import Path
 
 from ..evaluation.samplers import sampler_names
 from ..training.names import SCHEDULES
-from ..training.options import OPTIONS, SECTIONS
+from ..training.options import (
+    HYPERNETWORK_ACTIVATIONS,
+    HYPERNETWORK_INITS,
+    OPTIONS,
+    SECTIONS,
+    TRAINING_TYPES,
+)
 
 HELP_ZH_FILE = Path(__file__).with_name("option_help_zh.json")
 
 # Shown first in each section, in this order; every other option is under "advanced".
 COMMON = (
     "pretrained_model_name_or_path",
+    "training_type",
+    "token_string",
+    "class_prompt",
     "clip_skip",
     "train_data_dir",
     "reg_data_dir",
@@ -56,7 +65,10 @@ COMMON = (
 CHOICES = {
     "mixed_precision": ["no", "fp16", "bf16"],
     "save_precision": ["float", "fp16", "bf16"],
-    "save_model_as": ["safetensors", "ckpt", "pt"],
+    "save_model_as": ["safetensors", "ckpt", "pt", "diffusers"],
+    "training_type": list(TRAINING_TYPES),
+    "hypernetwork_activation_func": list(HYPERNETWORK_ACTIVATIONS),
+    "hypernetwork_weight_init": list(HYPERNETWORK_INITS),
     "loss_type": ["l2", "l1", "huber", "smooth_l1"],
     "huber_schedule": ["constant", "exponential", "snr"],
     "log_with": ["tensorboard", "none"],

@@ -9,6 +9,7 @@ import { toToml } from "../toml.js";
 export const SECTION_NAMES = {
   model: () => t("Model"),
   dataset: () => t("Dataset"),
+  method: () => t("Method: what to train"),
   network: () => t("Network"),
   optimizer: () => t("Optimizer"),
   training: () => t("Training"),
