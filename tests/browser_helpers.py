@@ -157,15 +157,19 @@ TERMS = set(
     AdamWScheduleFree DAdaptation Prodigy Lion CPU JSON Karras Huber Min-SNR SNR NaN PyTorch TensorBoard
     DEBUG INFO WARNING ERROR alpha dim token auto no none float area nearest lanczos bilinear bicubic
     constant cosine linear polynomial exponential snr huber ckpt pt safetensors tensorboard ddim ohwx
-    smiling v-pred --d --s BLIP GIT GPU Hugging Face""".split()
-)
+    smiling v-pred --d --s BLIP GIT GPU Hugging Face
+    DreamBooth Dreambooth dreambooth Textual Inversion embedding embeddings Embedding hypernetwork Hypernetwork lora
+    LayerNorm dropout CLIP-L OpenCLIP-G KB relu leakyrelu elu swish tanh sigmoid Normal XavierUniform
+    XavierNormal KaimingUniform KaimingNormal""".split()
+)  # the methods' names as the Chinese tutorials write them (../shared/seeds/001_*.txt), and option values
+QUOTED = re.compile(r'"[^"]*"')  # a quoted example (a prompt, a value) is data, not UI text
 WORD = re.compile(r"[A-Za-z0-9_.\-/@:=+'|;\[\]{}]+")
 
 
 def english_words(text: str) -> list[str]:
     """Latin-script words that are not data (paths, option names, numbers) or known terms."""
     out = []
-    for token in WORD.findall(text):
+    for token in WORD.findall(QUOTED.sub(" ", text)):
         if re.search(r"[_./@:=0-9+|;\[\]{}]", token) or len(token) <= 1 or token in TERMS:
             continue
         if re.search(r"[A-Za-z]{2,}", token):

@@ -263,7 +263,7 @@ class Generator:
         """The pipeline on resolved settings: one prompt for all seeds, or one prompt per seed."""
         self.networks.use(s.loras)  # before the prompts are encoded: a LoRA may change the text encoder
         texts = [self.conditioning(replace(s, prompt=prompt)) for prompt in prompts]
-        if len({t["prompt_embeds"].shape for t in texts}) > 1:  # prompts of different lengths: one by one
+        if len(texts) > 1 and len({t["prompt_embeds"].shape for t in texts}) > 1:  # of different lengths
             return [image for p, seed in zip(prompts, seeds) for image in self._run(s, [p], [seed], scheduler)]
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         latents = self._initial_latents(s, generators)
@@ -276,7 +276,7 @@ class Generator:
             timesteps = sampler_timesteps(sampler, s.steps)
             if timesteps is not None:
                 kwargs = {"timesteps": timesteps}
-        kwargs.update({key: torch.cat([t[key] for t in texts]) for key in texts[0]})
+        kwargs.update(texts[0] if len(texts) == 1 else {key: torch.cat([t[key] for t in texts]) for key in texts[0]})
         return self.pipe(
             guidance_scale=s.cfg,
             width=s.width,
