@@ -262,3 +262,15 @@ def test_training_previews_read_prompts_as_a1111(tiny_checkpoints, tmp_path):
     expected = Generator(model, cast=False)(settings)[0]
     assert np.array_equal(weighted, pixels(expected))
     assert np.abs(weighted - plain).max() > 5
+
+
+def test_prompts_of_different_lengths_are_drawn_each_as_if_alone(generator):
+    """draw() batches prompts of one length; a 75-token prompt beside a 3-chunk one cannot share
+    a batch, so each is drawn on its own, encoded once, with its own seed."""
+    settings = request(sampler="Euler")
+    short = "a photo of a cat"
+    both = generator.draw(settings, [short, LONG_PLAIN], [5, 6])
+    alone = [generator.draw(settings, [short], [5])[0], generator.draw(settings, [LONG_PLAIN], [6])[0]]
+    for together, single in zip(both, alone):
+        assert np.array_equal(np.asarray(together), np.asarray(single))
+    assert not np.array_equal(np.asarray(both[0]), np.asarray(both[1]))

@@ -260,11 +260,16 @@ class Generator:
         return self._run(s, list(prompts), [int(seed) for seed in seeds], scheduler)
 
     def _run(self, s: GenerationSettings, prompts: list[str], seeds: list[int], scheduler=None) -> list[Image.Image]:
-        """The pipeline on resolved settings: one prompt for all seeds, or one prompt per seed."""
+        """Resolved settings -> pictures: one prompt for all seeds, or one prompt per seed."""
         self.networks.use(s.loras)  # before the prompts are encoded: a LoRA may change the text encoder
         texts = [self.conditioning(replace(s, prompt=prompt)) for prompt in prompts]
         if len(texts) > 1 and len({t["prompt_embeds"].shape for t in texts}) > 1:  # of different lengths
-            return [image for p, seed in zip(prompts, seeds) for image in self._run(s, [p], [seed], scheduler)]
+            return [image for text, seed in zip(texts, seeds) for image in self._pipeline(s, text, [seed], 1, scheduler)]
+        joined = texts[0] if len(texts) == 1 else {key: torch.cat([t[key] for t in texts]) for key in texts[0]}
+        return self._pipeline(s, joined, seeds, len(seeds) // len(prompts), scheduler)
+
+    def _pipeline(self, s: GenerationSettings, text: dict, seeds: list[int], per_prompt: int, scheduler=None):
+        """One pipeline call: the encoded prompts `text`, `per_prompt` pictures of each, one per seed."""
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         latents = self._initial_latents(s, generators)
         kwargs = {"num_inference_steps": s.steps}
@@ -276,16 +281,16 @@ class Generator:
             timesteps = sampler_timesteps(sampler, s.steps)
             if timesteps is not None:
                 kwargs = {"timesteps": timesteps}
-        kwargs.update(texts[0] if len(texts) == 1 else {key: torch.cat([t[key] for t in texts]) for key in texts[0]})
         return self.pipe(
             guidance_scale=s.cfg,
             width=s.width,
             height=s.height,
-            num_images_per_prompt=len(seeds) // len(prompts),
+            num_images_per_prompt=per_prompt,
             generator=generators,
             latents=latents,
             output_type="pil",
             **kwargs,
+            **text,
         ).images
 
     def conditioning(self, s: GenerationSettings) -> dict[str, torch.Tensor]:

@@ -84,14 +84,12 @@ class Parts:
     def params(self) -> list[torch.nn.Parameter]:
         return [p for p in self.network.parameters() if p.requires_grad]
 
-    def validate(self, data=None, checks: ValidationOptions | None = None) -> float | None:
-        """The validation loss (of `data` under `checks`, by default the validation set), with
-        the network in eval mode and its own seeded noise, so training randomness is untouched."""
+    def validate(self) -> float | None:
+        """The validation loss, with the network in eval mode and its own seeded noise, so
+        training randomness is untouched."""
         self.network.eval()
-        seed = self.seed if data is not None else (self.config.validation_seed or self.seed)
-        value = validation_loss(
-            self.ctx, self.validation if data is None else data, checks or self.checks, seed, self.runtime
-        )
+        seed = self.config.validation_seed or self.seed
+        value = validation_loss(self.ctx, self.validation, self.checks, seed, self.runtime)
         self.network.train()
         return value
 
